@@ -1,0 +1,251 @@
+"""Loading released NLA checkpoints (AV and AR) from local directories, with contract validation.
+
+``load_av`` / ``load_ar`` / ``load_pair`` read a directory laid out as released (Hugging Face files
+plus ``nla_meta.yaml``; the AR also ``value_head.safetensors``) and check it against the live
+tokenizer and config before any weight is used:
+
+* the marker character encodes to exactly ``[injection_token_id]`` and is not the unk token;
+* the canonical AV prompt holds exactly one marker, between the sidecar's neighbour ids;
+* ``d_model`` equals the (text) config's ``hidden_size`` and the embedding width;
+* AR: ``config.num_hidden_layers == K + 1``; ``value_head.safetensors`` holds one tensor
+  ``weight`` of shape ``[d, d]``; the BOS token is prepended when the tokenizer has one; the AR
+  template's tail tokenizes to ``critic_suffix_ids``.
+
+Every failure raises :class:`~nla_probe.errors.ContractError` naming the file, field, expected and
+found values.  ``trust_remote_code`` stays off unless asked.
+
+Dtype: ``dtype=None`` means bfloat16 on CUDA (the reference default) and float32 on CPU (bf16
+matmuls are slow on CPUs); a checkpoint stored in fp32 is never loaded as fp32 on a GPU unless you
+pass ``dtype="float32"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .arch import embed_scale, stop_token_ids, text_config
+from .contract import SIDECAR_NAME, Contract, read_sidecar
+from .errors import ContractError, InputError
+from .identity import checkpoint_identity
+from .injection import av_prompt_ids, find_injection_site
+
+VALUE_HEAD_NAME = "value_head.safetensors"
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if dtype not in table:
+        raise InputError(f"dtype: expected one of {sorted(table)}, found {dtype!r}")
+    return table[dtype]
+
+
+def _check_dir(path: str | Path, role: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise ContractError(p, "<directory>", f"an existing {role.upper()} checkpoint directory", "no such directory")
+    if not (p / SIDECAR_NAME).is_file():
+        raise ContractError(p / SIDECAR_NAME, "<file>", "the nla_meta.yaml sidecar", "no such file")
+    return p
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+
+def validate_tokenizer(contract: Contract, tokenizer: Any, path: Path) -> list[int]:
+    """Marker and neighbour checks against the live tokenizer; returns the canonical AV prompt ids."""
+    sc = path / SIDECAR_NAME
+    enc = tokenizer.encode(contract.injection_char, add_special_tokens=False)
+    if enc != [contract.injection_token_id]:
+        raise ContractError(sc, "tokens.injection_token_id",
+                            f"the marker {contract.injection_char!r} to encode as [{contract.injection_token_id}]",
+                            enc, "the marker must be a single token of this tokenizer")
+    if tokenizer.unk_token_id is not None and contract.injection_token_id == tokenizer.unk_token_id:
+        raise ContractError(sc, "tokens.injection_token_id", "a real token (not unk)", contract.injection_token_id)
+    ids = av_prompt_ids(tokenizer, contract)
+    find_injection_site(ids, contract, where=f"canonical AV prompt of {path}")
+    return ids
+
+
+def _check_d_model(contract: Contract, config: Any, path: Path) -> None:
+    hidden = getattr(text_config(config), "hidden_size", None)
+    if hidden != contract.d_model:
+        raise ContractError(path / SIDECAR_NAME, "d_model", f"the config's hidden_size ({hidden})", contract.d_model,
+                            f"{path / 'config.json'} says hidden_size={hidden}")
+
+
+@dataclass
+class AV:
+    """A loaded activation verbalizer: model, tokenizer, contract and derived facts.
+
+    Attributes:
+        model: the causal LM (eval mode).
+        tokenizer: its tokenizer.
+        contract: the validated sidecar.
+        path: checkpoint directory.
+        prompt_ids: canonical AV prompt ids; ``site`` is the marker position in it.
+        embed_scale: multiplier of looked-up embedding rows (√d for Gemma, 1 otherwise).
+        stop_ids: token ids that end a decode (generation_config eos + chat end-of-turn tokens).
+        identity: :func:`~nla_probe.identity.checkpoint_identity` of the directory.
+    """
+
+    model: Any
+    tokenizer: Any
+    contract: Contract
+    path: Path
+    prompt_ids: list[int]
+    site: int
+    embed_scale: float
+    stop_ids: list[int]
+    dtype: Any
+    device: str
+    identity: dict = field(default_factory=dict)
+
+    def verbalizer(self, backend: str = "hf", **backend_kwargs: Any):
+        from .verbalizer import Verbalizer
+
+        return Verbalizer(self, backend=backend, **backend_kwargs)
+
+
+def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
+            trust_remote_code: bool = False) -> AV:
+    """Load and validate an AV checkpoint directory (see module doc)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    p = _check_dir(path, "av")
+    contract = read_sidecar(p)
+    if contract.role != "av":
+        raise ContractError(p / SIDECAR_NAME, "role", "'av' (or 'actor')", contract.role, "this is an AR checkpoint")
+    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    _check_d_model(contract, config, p)
+    n_layers = getattr(text_config(config), "num_hidden_layers", None)
+    if n_layers is not None and contract.layer >= n_layers:
+        raise ContractError(p / SIDECAR_NAME, "extraction_layer_index", f"< num_hidden_layers ({n_layers})", contract.layer)
+    tok = _load_tokenizer(p, trust_remote_code)
+    ids = validate_tokenizer(contract, tok, p)
+    site = find_injection_site(ids, contract)
+    torch_dtype = resolve_dtype(dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    width = model.get_input_embeddings().weight.shape[1]
+    if width != contract.d_model:
+        raise ContractError(p / "model.safetensors", "embed_tokens.weight", f"width d_model={contract.d_model}", width)
+    try:
+        gen = GenerationConfig.from_pretrained(str(p))
+    except OSError:
+        gen = None
+    return AV(model=model, tokenizer=tok, contract=contract, path=p, prompt_ids=ids, site=site,
+              embed_scale=embed_scale(config), stop_ids=stop_token_ids(tok, gen), dtype=torch_dtype,
+              device=device, identity=checkpoint_identity(p))
+
+
+def _load_value_head(p: Path, d: int) -> Any:
+    from safetensors.torch import load_file
+
+    vh = p / VALUE_HEAD_NAME
+    if not vh.is_file():
+        raise ContractError(vh, "<file>", "value_head.safetensors with key 'weight'", "no such file")
+    tensors = load_file(str(vh))
+    if set(tensors) != {"weight"}:
+        raise ContractError(vh, "<keys>", "exactly one tensor named 'weight'", sorted(tensors))
+    w = tensors["weight"]
+    if tuple(w.shape) != (d, d):
+        raise ContractError(vh, "weight", f"shape [{d}, {d}] (d_model from the sidecar)", list(w.shape))
+    return w
+
+
+def _check_ar_tokenizer(contract: Contract, tok: Any, p: Path) -> None:
+    if tok.bos_token_id is not None:
+        first = tok("x", add_special_tokens=True)["input_ids"][:1]
+        if first != [tok.bos_token_id]:
+            raise ContractError(p / "tokenizer_config.json", "bos_token", f"BOS {tok.bos_token_id} prepended", first)
+    suffix = contract.critic_suffix_ids
+    if suffix:
+        ids = tok(contract.ar_prompt_text("x"), add_special_tokens=False)["input_ids"]
+        if list(ids[-len(suffix):]) != list(suffix):
+            raise ContractError(p / SIDECAR_NAME, "tokens.critic_suffix_ids", list(suffix), ids[-len(suffix):],
+                                "the AR template's tail tokenizes differently (template or tokenizer drift)")
+
+
+def load_ar(path: str | Path, *, dtype: Any = None, device: str = "cpu",
+            trust_remote_code: bool = False, max_tokens: int | None = None):
+    """Load and validate an AR checkpoint directory; returns a :class:`~nla_probe.reconstructor.Reconstructor`."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    from .reconstructor import ARModel, Reconstructor
+
+    p = _check_dir(path, "ar")
+    contract = read_sidecar(p)
+    if contract.role != "ar":
+        raise ContractError(p / SIDECAR_NAME, "role", "'ar' (or 'critic')", contract.role, "this is an AV checkpoint")
+    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    _check_d_model(contract, config, p)
+    n_layers = getattr(text_config(config), "num_hidden_layers", None)
+    if n_layers != contract.layer + 1:
+        raise ContractError(p / "config.json", "num_hidden_layers", f"K+1 = {contract.layer + 1}", n_layers,
+                            f"the sidecar's extraction layer index is K={contract.layer}")
+    tok = _load_tokenizer(p, trust_remote_code)
+    validate_tokenizer(contract, tok, p)
+    _check_ar_tokenizer(contract, tok, p)
+    head_w = _load_value_head(p, contract.d_model)
+    torch_dtype = resolve_dtype(dtype, device)
+    tf_logger = logging.getLogger("transformers.modeling_utils")
+    old = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)  # the final norm is absent by design (replaced by Identity)
+    try:
+        backbone = AutoModel.from_pretrained(str(p), config=text_config(config), dtype=torch_dtype,
+                                             trust_remote_code=trust_remote_code)
+    finally:
+        tf_logger.setLevel(old)
+    head = torch.nn.Linear(contract.d_model, contract.d_model, bias=False, dtype=torch_dtype)
+    head.load_state_dict({"weight": head_w.to(torch_dtype)}, strict=True)
+    model = ARModel(backbone, head).to(device).eval()
+    return Reconstructor(model, tok, contract, path=p, max_tokens=max_tokens, identity=checkpoint_identity(p))
+
+
+@dataclass
+class NLAPair:
+    """An AV and an AR that belong together (same d_model, layer and marker)."""
+
+    av: AV
+    ar: Any
+
+    def verbalizer(self, backend: str = "hf", **backend_kwargs: Any):
+        return self.av.verbalizer(backend=backend, **backend_kwargs)
+
+    def reconstructor(self):
+        return self.ar
+
+    @property
+    def contract(self) -> Contract:
+        return self.av.contract
+
+    def identity(self) -> dict:
+        return {"av": self.av.identity, "ar": self.ar.identity}
+
+
+def load_pair(av_dir: str | Path, ar_dir: str | Path, *, dtype: Any = None, device: str = "cpu",
+              trust_remote_code: bool = False) -> NLAPair:
+    """Load an AV and an AR and check that their contracts agree on d_model, layer and marker."""
+    av = load_av(av_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    ar = load_ar(ar_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    for f in ("d_model", "layer", "injection_char", "injection_token_id"):
+        a, b = getattr(av.contract, f), getattr(ar.contract, f)
+        if a != b:
+            raise ContractError(Path(ar_dir) / SIDECAR_NAME, f, f"{a!r} (as in the AV sidecar)", b,
+                                "the AV and AR do not belong to the same pair")
+    return NLAPair(av, ar)

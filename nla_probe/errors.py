@@ -1,0 +1,43 @@
+"""Named exceptions of nla-probe.
+
+Every error subclasses a builtin (``ValueError`` or ``KeyError``) so that existing ``except``
+clauses keep working.  Messages name the file, the field, the expected and the found value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class NLAProbeError(Exception):
+    """Base class of every nla-probe error."""
+
+
+class ContractError(NLAProbeError, ValueError):
+    """A checkpoint (sidecar, config, tokenizer, weights) breaks the released NLA contract."""
+
+    def __init__(self, path: object, field: str, expected: object, found: object, hint: str = ""):
+        self.path, self.field, self.expected, self.found = str(path), field, expected, found
+        msg = f"{path}: field '{field}': expected {expected}, found {found!r}"
+        if hint:
+            msg += f". {hint}"
+        super().__init__(msg)
+
+
+class InputError(NLAProbeError, ValueError):
+    """Bad user input: vectors, texts, activation files, parameters."""
+
+
+class SpecError(NLAProbeError, ValueError):
+    """A malformed ablation spec file (unknown key, wrong type, unknown name)."""
+
+
+class UnknownNameError(NLAProbeError, KeyError):
+    """A name that is not in a registry; the message lists the valid names."""
+
+    def __init__(self, kind: str, name: object, valid: Iterable[str]):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(self.valid)}")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])

@@ -1,0 +1,145 @@
+"""Generation records shared by every AV backend: sampling parameters, hook context, decodes.
+
+Parsing follows the released client: the explanation is the first match of
+``<explanation>\\s*(.*?)\\s*</explanation>`` (DOTALL), stripped.  When the tags are missing the raw
+text (stripped) is returned as the explanation, as the official examples do, and ``tag_status``
+says why: ``"ok"``, ``"no_close"`` (an opening tag but no closing tag) or ``"no_open"`` (no
+opening tag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import regex
+
+from .errors import InputError
+
+EXPLANATION_RE = regex.compile(r"<explanation>\s*(.*?)\s*</explanation>", regex.DOTALL)
+OPEN_TAG, CLOSE_TAG = "<explanation>", "</explanation>"
+TAG_STATUSES = ("ok", "no_close", "no_open")
+
+
+def parse_explanation(raw: str) -> tuple[str, str]:
+    """``(explanation, tag_status)`` of a raw decode (see module doc)."""
+    m = EXPLANATION_RE.search(raw)
+    if m:
+        return m.group(1).strip(), "ok"
+    return raw.strip(), ("no_close" if OPEN_TAG in raw else "no_open")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding parameters.
+
+    Attributes:
+        max_new_tokens: hard cap on generated tokens (a decode that hits it has finish_reason 'length').
+        do_sample: False = greedy.
+        temperature, top_p: used only when sampling.
+        seed: seed of the sampling RNG (recorded in every decode).
+    """
+
+    max_new_tokens: int = 200
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens: expected an integer >= 1, found {self.max_new_tokens!r}")
+        if self.do_sample and not self.temperature > 0:
+            raise InputError(f"temperature: expected > 0 when sampling, found {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"top_p: expected in (0, 1], found {self.top_p!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a generation hook may need to resolve itself for one AV.
+
+    Attributes:
+        tokenizer: the AV tokenizer.
+        stop_ids: ids that end a decode (never banned).
+        vocab_size: number of logits (may exceed len(tokenizer)).
+        prompt_len: prompt length in tokens (generation counts from 0 after it).
+        sampling: the sampling parameters of the call.
+    """
+
+    tokenizer: Any
+    stop_ids: tuple[int, ...]
+    vocab_size: int
+    prompt_len: int
+    sampling: Sampling
+
+
+@runtime_checkable
+class GenerationHook(Protocol):
+    """A generation-time intervention.  Implementations live in :mod:`nla_probe.hooks`."""
+
+    name: str
+
+    def to_spec(self) -> dict: ...
+
+    def hf_logits_processors(self, ctx: HookContext) -> list: ...
+
+    def vllm_sampling_kwargs(self, ctx: HookContext) -> dict: ...
+
+
+@dataclass(frozen=True)
+class Decode:
+    """One AV decode.
+
+    Attributes:
+        row: index of the input vector.
+        raw_text: decoded text (special tokens kept, stop token removed).
+        explanation: parsed explanation (raw text when tags are missing; see ``tag_status``).
+        tag_status: 'ok' | 'no_close' | 'no_open'.
+        token_ids: generated ids, stop token excluded.
+        n_tokens: ``len(token_ids)``.
+        finish_reason: 'stop' (a stop id was produced) or 'length' (hit ``max_new_tokens``).
+        hooks: spec dicts of the hooks that produced it.
+        sampling: the sampling parameters (dict).
+        backend: 'hf' or 'vllm'.
+    """
+
+    row: int
+    raw_text: str
+    explanation: str
+    tag_status: str
+    token_ids: tuple[int, ...]
+    n_tokens: int
+    finish_reason: str
+    hooks: tuple[dict, ...] = ()
+    sampling: dict = field(default_factory=dict)
+    backend: str = "hf"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["token_ids"] = list(self.token_ids)
+        d["hooks"] = list(self.hooks)
+        return d
+
+
+def decodes_to_frame(decodes: list[Decode]) -> Any:
+    """A polars frame, one row per decode (hooks and sampling as JSON strings)."""
+    import json
+
+    import polars as pl
+
+    return pl.DataFrame({
+        "row": [d.row for d in decodes],
+        "raw_text": [d.raw_text for d in decodes],
+        "explanation": [d.explanation for d in decodes],
+        "tag_status": [d.tag_status for d in decodes],
+        "token_ids": [list(d.token_ids) for d in decodes],
+        "n_tokens": [d.n_tokens for d in decodes],
+        "finish_reason": [d.finish_reason for d in decodes],
+        "hooks": [json.dumps(list(d.hooks), sort_keys=True) for d in decodes],
+        "sampling": [json.dumps(d.sampling, sort_keys=True) for d in decodes],
+        "backend": [d.backend for d in decodes],
+    }, schema_overrides={"token_ids": pl.List(pl.Int64)})
