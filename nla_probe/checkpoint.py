@@ -249,3 +249,64 @@ def load_pair(av_dir: str | Path, ar_dir: str | Path, *, dtype: Any = None, devi
             raise ContractError(Path(ar_dir) / SIDECAR_NAME, f, f"{a!r} (as in the AV sidecar)", b,
                                 "the AV and AR do not belong to the same pair")
     return NLAPair(av, ar)
+
+
+def _embedding_shape(p: Path) -> tuple[str, list[int]] | None:
+    """(key, shape) of the input embedding table, read from safetensors headers only."""
+    import json
+
+    from safetensors import safe_open
+
+    from .arch import EMBED_KEY_SUFFIXES
+
+    index = p / "model.safetensors.index.json"
+    files: dict[str, str] = {}
+    if index.is_file():
+        files = json.loads(index.read_text())["weight_map"]
+    elif (p / "model.safetensors").is_file():
+        with safe_open(str(p / "model.safetensors"), "pt") as f:
+            files = {k: "model.safetensors" for k in f.keys()}
+    keys = [k for k in files if k.endswith(EMBED_KEY_SUFFIXES)]
+    if len(keys) != 1:
+        return None
+    with safe_open(str(p / files[keys[0]]), "pt") as f:
+        return keys[0], list(f.get_slice(keys[0]).get_shape())
+
+
+def inspect_checkpoint(path: str | Path, *, trust_remote_code: bool = False) -> dict:
+    """Validate a checkpoint directory WITHOUT loading its weights; returns its contract as a dict.
+
+    Runs every check of :func:`load_av` / :func:`load_ar` that does not need the weights in memory
+    (the embedding width and the value head are read from safetensors headers / the small head file).
+    """
+    from dataclasses import asdict
+
+    from transformers import AutoConfig
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ContractError(p, "<directory>", "an existing checkpoint directory", "no such directory")
+    contract = read_sidecar(p)
+    p = _check_dir(p, contract.role)
+    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    _check_d_model(contract, config, p)
+    n_layers = getattr(text_config(config), "num_hidden_layers", None)
+    tok = _load_tokenizer(p, trust_remote_code)
+    ids = validate_tokenizer(contract, tok, p)
+    if contract.role == "ar":
+        if n_layers != contract.layer + 1:
+            raise ContractError(p / "config.json", "num_hidden_layers", f"K+1 = {contract.layer + 1}", n_layers,
+                                f"the sidecar's extraction layer index is K={contract.layer}")
+        _check_ar_tokenizer(contract, tok, p)
+        _load_value_head(p, contract.d_model)
+    elif n_layers is not None and contract.layer >= n_layers:
+        raise ContractError(p / SIDECAR_NAME, "extraction_layer_index", f"< num_hidden_layers ({n_layers})", contract.layer)
+    emb = _embedding_shape(p)
+    if emb is not None and emb[1][1] != contract.d_model:
+        raise ContractError(p, emb[0], f"width d_model={contract.d_model}", emb[1][1])
+    info = asdict(contract)
+    info.update(path=str(p), model_type=getattr(text_config(config), "model_type", ""), num_hidden_layers=n_layers,
+                embed_scale=embed_scale(config), prompt_tokens=len(ids), marker_position=ids.index(contract.injection_token_id),
+                bos_token=tok.bos_token, embedding=list(emb[1]) if emb else None,
+                fingerprint=checkpoint_identity(p)["fingerprint"])
+    return info

@@ -174,8 +174,9 @@ def parse_sidecar(raw: Any, path: str | Path = "<memory>") -> Contract:
                          "extraction.injection_scale", None)
     if role == "av" and inj is None:
         raise ContractError(path, "extraction.injection_scale", "a positive number on an AV", None)
-    mse = _resolve_scale(_get(raw, "extraction.mse_scale"), d_model, path,
-                         "extraction.mse_scale", "sqrt_d_model")
+    extraction = raw.get("extraction") or {}
+    mse_raw = extraction.get("mse_scale", "sqrt_d_model") if isinstance(extraction, dict) else "sqrt_d_model"
+    mse = _resolve_scale(mse_raw, d_model, path, "extraction.mse_scale", None)  # absent: √d; null: raw
     if mse is None:
         raise ContractError(path, "extraction.mse_scale", "a number or 'sqrt_d_model'", None,
                             "a raw-MSE sidecar (mse_scale: null) has no normalised metric")

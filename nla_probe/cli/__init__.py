@@ -1,0 +1,40 @@
+"""The ``nla-probe`` command line.  Sub-commands import heavy modules only when they run."""
+
+from __future__ import annotations
+
+import typer
+
+from . import core
+
+app = typer.Typer(
+    name="nla-probe",
+    help="Explanation surgery on Natural Language Autoencoders: decode, edit, reconstruct, measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+core.register(app)
+
+for _name in ("ablate",):  # sub-command modules with a register(app) function
+    import importlib
+
+    try:
+        _mod = importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as e:  # pragma: no cover - only while the module is absent
+        if e.name != f"{__name__}.{_name}":
+            raise
+    else:
+        _mod.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: runs the app and turns nla-probe errors into one-line messages."""
+    import sys
+
+    from ..errors import NLAProbeError
+
+    try:
+        app()
+    except NLAProbeError as e:
+        typer.secho(f"error: {e}", err=True, fg="red")
+        sys.exit(2)

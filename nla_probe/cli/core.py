@@ -1,0 +1,211 @@
+"""Core sub-commands: inspect, verbalize, reconstruct, extract, bench, fixtures, toy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _write_frame(frame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.write_parquet(out)
+    elif out.suffix in (".jsonl", ".ndjson"):
+        frame.write_ndjson(out)
+    else:
+        raise typer.BadParameter(f"--out must end in .parquet or .jsonl, found {out.name!r}")
+
+
+def inspect(
+    directory: Annotated[Path, typer.Argument(help="AV or AR checkpoint directory (with nla_meta.yaml).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the contract as JSON.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow custom model code from the checkpoint.")] = False,
+) -> None:
+    """Validate a checkpoint against the NLA contract (without loading weights) and print it."""
+    from ..checkpoint import inspect_checkpoint
+
+    info = inspect_checkpoint(directory, trust_remote_code=trust_remote_code)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{info['role'].upper()} checkpoint OK: {info['path']}", show_header=False)
+    for k in ("role", "model_type", "d_model", "layer", "num_hidden_layers", "injection_scale", "mse_scale",
+              "embed_scale", "injection_char", "injection_token_id", "left_neighbor_id", "right_neighbor_id",
+              "critic_suffix_ids", "prompt_tokens", "marker_position", "bos_token", "schema_version", "fingerprint"):
+        v = info[k]
+        if k == "injection_char":
+            v = f"{v!r} (U+{ord(v):04X})"
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
+def verbalize(
+    av: Annotated[Path, typer.Option(help="AV checkpoint directory.")],
+    data: Annotated[Path, typer.Option(help="Activation parquet (column activation_vector).")],
+    out: Annotated[Path, typer.Option(help="Output .parquet or .jsonl, one row per vector.")],
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N activations.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Hard cap on generated tokens.")] = 200,
+    sample: Annotated[bool, typer.Option("--sample/--greedy", help="Sample (temperature) or greedy decode.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (with --sample).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed (recorded).")] = 0,
+    ban: Annotated[Optional[list[str]], typer.Option(help="Ban a delimiter family (repeatable), e.g. --ban quotes.")] = None,
+    backend: Annotated[str, typer.Option(help="Generation backend: hf or vllm.")] = "hf",
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32 (default: bf16 on CUDA, fp32 on CPU).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Vectors per generation batch.")] = 32,
+) -> None:
+    """Decode explanations for activation vectors with an AV."""
+    import polars as pl
+
+    from ..checkpoint import load_av
+    from ..extraction import read_activations
+    from ..generation import decodes_to_frame
+
+    a = load_av(av, dtype=dtype, device=device)
+    frame, vecs = read_activations(data, d_model=a.contract.d_model)
+    if limit is not None:
+        frame, vecs = frame.head(limit), vecs[:limit]
+    hooks = []
+    if ban:
+        from ..hooks import BanChars
+
+        hooks.append(BanChars(families=tuple(ban)))
+    decodes = a.verbalizer(backend=backend).verbalize(vecs, max_new_tokens=max_new_tokens, do_sample=sample,
+                                                      temperature=temperature, seed=seed, hooks=hooks,
+                                                      batch_size=batch_size, progress=True)
+    ids = frame.select([c for c in ("doc_id", "position") if c in frame.columns])
+    result = pl.concat([ids, decodes_to_frame(decodes)], how="horizontal")
+    _write_frame(result, out)
+    ok = sum(d.tag_status == "ok" for d in decodes)
+    typer.echo(f"wrote {len(decodes)} decodes to {out} ({ok}/{len(decodes)} with well-formed tags)")
+
+
+def reconstruct(
+    ar: Annotated[Path, typer.Option(help="AR checkpoint directory.")],
+    texts: Annotated[Path, typer.Option(help=".parquet/.jsonl with an 'explanation' (or --column) column.")],
+    out: Annotated[Path, typer.Option(help="Output .parquet or .jsonl.")],
+    data: Annotated[Optional[Path], typer.Option(help="Activation parquet with the gold vectors (same row order) to score against.")] = None,
+    column: Annotated[str, typer.Option(help="Text column to read.")] = "explanation",
+    denominator: Annotated[Optional[str], typer.Option(help="FVE denominator: a number or a registered name; default Var(v_nrm) of --data.")] = None,
+    on_overflow: Annotated[str, typer.Option(help="Texts longer than the AR context: error | truncate | nan.")] = "error",
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per AR batch (length-bucketed).")] = 32,
+) -> None:
+    """Reconstruct vectors from explanation texts with an AR; with --data, score them (mse_nrm, cos, fve_nrm)."""
+    import numpy as np
+    import polars as pl
+
+    from ..checkpoint import load_ar
+    from ..errors import InputError
+    from ..extraction import read_activations
+    from ..metrics import cosine, fve_nrm, mse_nrm, variance_baseline
+
+    frame = pl.read_parquet(texts) if texts.suffix == ".parquet" else pl.read_ndjson(texts)
+    if column not in frame.columns:
+        raise InputError(f"{texts}: column {column!r} missing; found {frame.columns}")
+    r = load_ar(ar, dtype=dtype, device=device)
+    rec = r.reconstruct_detailed(frame[column].to_list(), batch_size=batch_size, on_overflow=on_overflow,
+                                 progress=True)
+    result = frame.with_columns(pl.Series("ar_tokens", rec.n_tokens), pl.Series("overflow", rec.overflow),
+                                pl.Series("reconstruction", rec.vectors, dtype=pl.Array(pl.Float32, r.d_model)))
+    if data is not None:
+        _, gold = read_activations(data, d_model=r.d_model)
+        if len(gold) < frame.height:
+            raise InputError(f"{data}: {len(gold)} vectors for {frame.height} texts")
+        gold = gold[: frame.height]
+        try:
+            denom = float(denominator) if denominator is not None else variance_baseline(gold)
+        except ValueError:
+            denom = denominator
+        mse = mse_nrm(rec.vectors, gold, r.contract.mse_scale)
+        result = result.with_columns(pl.Series("mse_nrm", mse), pl.Series("cos", cosine(rec.vectors, gold)),
+                                     pl.Series("fve_nrm", fve_nrm(mse, denom)))
+        typer.echo(f"mean fve_nrm {np.nanmean(result['fve_nrm'].to_numpy()):.4f} (denominator {denom}), "
+                   f"mean cos {np.nanmean(result['cos'].to_numpy()):.4f}, n={frame.height}")
+    _write_frame(result, out)
+    typer.echo(f"wrote {frame.height} rows to {out}")
+
+
+def extract(
+    model: Annotated[Path, typer.Option(help="Base model directory (Hugging Face causal LM).")],
+    texts: Annotated[Path, typer.Option(help=".jsonl with 'text' (and optional 'doc_id') or a .txt file (one document per blank-line-separated block).")],
+    layer: Annotated[int, typer.Option(help="Layer K: the output of block K = hidden_states[K+1].")],
+    out: Annotated[Path, typer.Option(help="Output activation parquet.")],
+    n_per_doc: Annotated[int, typer.Option(help="Positions sampled per document.")] = 10,
+    min_position: Annotated[int, typer.Option(help="Smallest token position sampled.")] = 50,
+    seed: Annotated[int, typer.Option(help="Position-sampling seed (per document: sha256(seed|doc_id)).")] = 42,
+    max_length: Annotated[int, typer.Option(help="Tokens per document (right truncation).")] = 4096,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
+) -> None:
+    """Extract residual-stream activations (official parquet schema + source text and offsets)."""
+    import polars as pl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..checkpoint import resolve_dtype
+    from ..extraction import extract_activations, write_activations
+
+    if texts.suffix in (".jsonl", ".ndjson"):
+        f = pl.read_ndjson(texts)
+        docs = f["text"].to_list()
+        ids = f["doc_id"].cast(pl.Utf8).to_list() if "doc_id" in f.columns else [f"{texts.stem}:{i}" for i in range(len(docs))]
+    else:
+        docs = [b.strip() for b in texts.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+        ids = [f"{texts.stem}:{i}" for i in range(len(docs))]
+    tok = AutoTokenizer.from_pretrained(str(model))
+    m = AutoModelForCausalLM.from_pretrained(str(model), dtype=resolve_dtype(dtype, device)).to(device).eval()
+    frame = extract_activations(m, tok, docs, ids, layer, n_per_doc=n_per_doc, min_position=min_position, seed=seed,
+                                max_length=max_length, progress=True)
+    write_activations(frame, out)
+    typer.echo(f"wrote {frame.height} activations from {len(docs)} documents to {out}")
+
+
+def bench(
+    av: Annotated[Optional[Path], typer.Option(help="AV directory (default: the embedded toy pair).")] = None,
+    ar: Annotated[Optional[Path], typer.Option(help="AR directory (default: the embedded toy pair).")] = None,
+    n: Annotated[int, typer.Option(help="Items per measurement.")] = 64,
+    only: Annotated[Optional[list[str]], typer.Option(help="Run only these benchmarks (repeatable).")] = None,
+    backend: Annotated[Optional[list[str]], typer.Option(help="Generation backends to measure (repeatable): hf, vllm.")] = None,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Measure throughput side by side in one run and print the ratios against their targets."""
+    from ..benchmarks.runner import run_benchmarks
+
+    run_benchmarks(av=av, ar=ar, n=n, only=only, backends=tuple(backend or ("hf",)), device=device, out=out)
+
+
+def fixtures(
+    out: Annotated[Path, typer.Argument(help="Directory to write av/ and ar/ into.")],
+    arch: Annotated[str, typer.Option(help="qwen2 or gemma3.")] = "qwen2",
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
+    """Write a tiny random-weight NLA pair in the released layout (for trying the tools)."""
+    from ..fixtures import make_fixture_pair
+
+    av_dir, ar_dir = make_fixture_pair(out, arch, seed=seed)
+    typer.echo(f"AV: {av_dir}\nAR: {ar_dir}")
+
+
+toy_app = typer.Typer(help="The embedded toy NLA pair.", no_args_is_help=True)
+
+
+@toy_app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def toy_build(ctx: typer.Context) -> None:
+    """Rebuild the toy pair from the committed corpus (options: see `nla-probe toy build --help-build`)."""
+    from ..toy.build import main as build_main
+
+    raise typer.Exit(build_main(ctx.args))
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (inspect, verbalize, reconstruct, extract, bench, fixtures):
+        app.command()(fn)
+    app.add_typer(toy_app, name="toy")

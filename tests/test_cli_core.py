@@ -1,0 +1,83 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from nla_probe.cli import app
+
+
+def _run(*args):
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from nla_probe.cli import app; import nla_probe; assert 'torch' not in sys.modules, 'torch'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "nla_probe", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "120"})
+    assert out.returncode == 0 and "inspect" in out.stdout and "verbalize" in out.stdout
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_inspect_json(fixture_pairs, arch):
+    for d in fixture_pairs[arch]:
+        r = _run("inspect", d, "--json")
+        assert r.exit_code == 0, r.output
+        info = json.loads(r.output)
+        assert info["d_model"] == 64 and info["layer"] == 2
+
+
+def test_inspect_refuses_broken_with_message(fixture_pairs, tmp_path):
+    import shutil
+
+    import yaml
+
+    d = tmp_path / "av"
+    shutil.copytree(fixture_pairs["qwen2"][0], d)
+    raw = yaml.safe_load((d / "nla_meta.yaml").read_text())
+    raw["tokens"]["injection_token_id"] += 1
+    (d / "nla_meta.yaml").write_text(yaml.dump(raw))
+    out = subprocess.run([sys.executable, "-m", "nla_probe", "inspect", str(d)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "nla_meta.yaml" in out.stderr and "tokens.injection_token_id" in out.stderr
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3"])
+def test_verbalize_then_reconstruct_end_to_end(fixture_pairs, tmp_path, arch):
+    av, ar = fixture_pairs[arch]
+    vecs = np.random.default_rng(0).normal(size=(5, 64)).astype(np.float32)
+    data = tmp_path / "acts.parquet"
+    pl.DataFrame({"doc_id": [f"d{i}" for i in range(5)], "position": list(range(5))}).with_columns(
+        pl.Series("activation_vector", vecs, dtype=pl.Array(pl.Float32, 64))).write_parquet(data)
+    r = _run("verbalize", "--av", av, "--data", data, "--out", tmp_path / "dec.parquet", "--max-new-tokens", 5,
+             "--limit", 4)
+    assert r.exit_code == 0, r.output
+    dec = pl.read_parquet(tmp_path / "dec.parquet")
+    assert dec.height == 4 and dec["doc_id"].to_list() == ["d0", "d1", "d2", "d3"]
+    assert set(dec["tag_status"]) <= {"ok", "no_close", "no_open"}
+    r = _run("reconstruct", "--ar", ar, "--texts", tmp_path / "dec.parquet", "--data", data,
+             "--out", tmp_path / "rec.jsonl", "--on-overflow", "truncate", "--denominator", "0.5")
+    assert r.exit_code == 0, r.output
+    rec = pl.read_ndjson(tmp_path / "rec.jsonl")
+    cos = rec["cos"].to_numpy()
+    recon = np.array(rec["reconstruction"].to_list())
+    expected = (recon * vecs[:4]).sum(1) / np.linalg.norm(recon, axis=1) / np.linalg.norm(vecs[:4], axis=1)
+    np.testing.assert_allclose(cos, expected, atol=1e-5)
+    np.testing.assert_allclose(rec["fve_nrm"].to_numpy(), 1 - 2 * (1 - expected) / 0.5, atol=1e-4)
+
+
+def test_extract_cli(fixture_pairs, tmp_path):
+    texts = tmp_path / "docs.jsonl"
+    texts.write_text("\n".join(json.dumps({"doc_id": f"x{i}", "text": "words and more words " * 30}) for i in range(2)))
+    r = _run("extract", "--model", fixture_pairs["qwen2"][0], "--texts", texts, "--layer", 2, "--out",
+             tmp_path / "a.parquet", "--n-per-doc", 3)
+    assert r.exit_code == 0, r.output
+    f = pl.read_parquet(tmp_path / "a.parquet")
+    assert f.height == 6 and set(f["doc_id"]) == {"x0", "x1"}
