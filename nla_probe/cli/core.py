@@ -197,9 +197,10 @@ def fixtures(
 toy_app = typer.Typer(help="The embedded toy NLA pair.", no_args_is_help=True)
 
 
-@toy_app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@toy_app.command("build", add_help_option=False,
+                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def toy_build(ctx: typer.Context) -> None:
-    """Rebuild the toy pair from the committed corpus (options: see `nla-probe toy build --help-build`)."""
+    """Rebuild the toy pairs from the committed corpus (resumable; `--smoke` for a 2-minute build; --help for options)."""
     from ..toy.build import main as build_main
 
     raise typer.Exit(build_main(ctx.args))

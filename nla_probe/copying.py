@@ -1,0 +1,1010 @@
+"""Copy detection: the longest run of words an explanation shares with its source context.
+
+The AV never sees text, only one vector, so a "quote" in its explanation can match the source only
+by reconstruction.  This module measures how much actually matches (definitions in
+``docs/copying.md``):
+
+* **Words.** :class:`WordNormalizer` splits a text at Unicode ``White_Space``, handles punctuation
+  (``strip``: drop leading/trailing punctuation and symbols, general categories ``P*``/``S*``;
+  ``split``: every punctuation/symbol character separates words; ``keep``: punctuation is part of
+  the word), then applies NFKC and casefolding to each word.  Offsets always refer to the raw text.
+* **Longest shared run.** The longest contiguous sequence of words present in both texts; ties go
+  to the run that starts earliest in the first text, then earliest in the second — exactly what
+  ``difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match()`` returns.
+* **Source context.** ``source_text[:char_end]`` (up to and including the activation's token), or
+  its last ``window`` whitespace-separated chunks.
+* **Null.** Each explanation against ``n_null`` contexts of samples from *other* documents: column
+  ``k`` of :func:`null_sources` is a permutation of the samples that never maps a sample to its own
+  document, and a row never repeats a source.
+
+Nulls are drawn within *pools* of consecutive samples (``pool_size``), so memory stays bounded and
+:func:`copy_detection` and :func:`copy_detection_to_parquet` give identical rows for one seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import regex
+
+from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+
+PUNCTUATION_MODES = ("strip", "split", "keep")
+_NOT_WORD = r"\p{White_Space}\p{P}\p{S}"
+_PATTERNS = {
+    "strip": rf"[^{_NOT_WORD}](?:[^\p{{White_Space}}]*[^{_NOT_WORD}])?",
+    "split": rf"[^{_NOT_WORD}]+",
+    "keep": r"[^\p{White_Space}]+",
+}
+_CHUNK = regex.compile(_PATTERNS["keep"])
+# The same patterns for ASCII-only text, in the faster stdlib engine (ASCII White_Space and P/S).
+_A_WS = r"\t\n\x0b\x0c\r "
+_A_NOT_WORD = _A_WS + r"!-/:-@\[-`{-~"
+_ASCII_PATTERNS = {
+    "strip": rf"[^{_A_NOT_WORD}](?:[^{_A_WS}]*[^{_A_NOT_WORD}])?",
+    "split": rf"[^{_A_NOT_WORD}]+",
+    "keep": rf"[^{_A_WS}]+",
+}
+#: Apostrophe look-alikes folded to ``'`` when ``fold_apostrophes`` is on.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+#: Upper bound on matched word-bigram pairs held at once by the run kernel (bounded memory).
+_MAX_PAIRS = 1 << 20
+RESULT_VERSION = 1
+
+
+@lru_cache(maxsize=None)
+def _compiled(mode: str, ascii_only: bool = False):
+    return re.compile(_ASCII_PATTERNS[mode]) if ascii_only else regex.compile(_PATTERNS[mode])
+
+
+@dataclass(frozen=True)
+class Words:
+    """Normalised words of a text with their raw character offsets (``text[starts[k]:ends[k]]``).
+
+    A raw token that NFKC splits further (e.g. ``"⑴"`` → ``"(1)"``) gives several words that all
+    carry the raw token's offsets.
+    """
+
+    words: tuple[str, ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WordNormalizer:
+    """What counts as a word, and when two words are equal.
+
+    Attributes:
+        punctuation: ``"strip"`` (default: split at whitespace, remove leading/trailing characters of
+            categories P*/S* from each chunk, keep inner ones: ``don't``, ``3.14``, ``well-known``;
+            chunks of only punctuation vanish), ``"split"`` (every P*/S* character separates words:
+            ``well-known`` → ``well``, ``known``) or ``"keep"`` (whitespace-separated chunks as is).
+        nfkc: apply Unicode NFKC to each word (full-width forms, ligatures, compatibility digits).
+        casefold: apply ``str.casefold`` (after NFKC, followed by NFKC again).
+        fold_apostrophes: map ``’ ‘ ʼ ＇`` inside words to ``'``.
+    """
+
+    punctuation: str = "strip"
+    nfkc: bool = True
+    casefold: bool = True
+    fold_apostrophes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.punctuation not in PUNCTUATION_MODES:
+            raise InputError(f"WordNormalizer.punctuation: expected one of {list(PUNCTUATION_MODES)}, "
+                             f"found {self.punctuation!r}")
+        for name in ("nfkc", "casefold", "fold_apostrophes"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"WordNormalizer.{name}: expected a bool, found {getattr(self, name)!r}")
+
+    def normalize_token(self, token: str) -> list[str]:
+        """The normalised word(s) of one raw token (empty if nothing word-like remains)."""
+        if token.isascii():
+            return [token.lower() if self.casefold else token]
+        t = unicodedata.normalize("NFKC", token) if self.nfkc else token
+        if self.casefold:
+            t = t.casefold()
+            if self.nfkc:
+                t = unicodedata.normalize("NFKC", t)
+        if self.fold_apostrophes:
+            t = t.translate(_APOSTROPHES)
+        return _compiled(self.punctuation).findall(t)
+
+    def tokenize(self, text: str) -> Words:
+        """Words of ``text`` with raw character offsets (end exclusive)."""
+        if not isinstance(text, str):
+            raise InputError(f"text: expected a str, found {type(text).__name__}")
+        if text.isascii():  # fast path, same result: NFKC is the identity and casefold is lower()
+            pattern = _compiled(self.punctuation, True)
+            low = text.lower() if self.casefold else text
+            spans = [m.span() for m in pattern.finditer(low)]
+            return Words(tuple(pattern.findall(low)), tuple(s for s, _ in spans), tuple(e for _, e in spans))
+        words, starts, ends = [], [], []
+        for m in _compiled(self.punctuation).finditer(text):
+            s, e = m.span()
+            for w in self.normalize_token(m.group()):
+                words.append(w)
+                starts.append(s)
+                ends.append(e)
+        return Words(tuple(words), tuple(starts), tuple(ends))
+
+    def words(self, text: str) -> list[str]:
+        """Just the normalised words of ``text``."""
+        return list(self.tokenize(text).words)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordNormalizer:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"WordNormalizer: unknown keys {sorted(unknown)}; "
+                             f"valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+DEFAULT_NORMALIZER = WordNormalizer()
+
+# ------------------------------------------------------------------------------------------- kernel
+
+
+class _Text:
+    """Word ids of one text plus lazily built sorted indexes of its words and word bigrams."""
+
+    __slots__ = ("ids", "_keys", "_uni", "_bi")
+
+    def __init__(self, words: Sequence[str], vocab: dict[str, int]):
+        self.ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), np.int64, len(words))
+        self._keys = self._uni = self._bi = None
+
+    def bigrams(self) -> np.ndarray:
+        """Key of each word bigram: ``id[i] << 32 | id[i + 1]`` (exact while the vocabulary < 2**31)."""
+        if self._keys is None:
+            self._keys = (self.ids[:-1] << 32) | self.ids[1:]
+        return self._keys
+
+    def unigram_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted word ids and the positions they come from (ascending within equal ids)."""
+        if self._uni is None:
+            order = np.argsort(self.ids, kind="stable").astype(np.int32)
+            self._uni = (self.ids[order], order)
+        return self._uni
+
+    def bigram_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct sorted bigram keys, the first index and count of each in ``order``, and ``order``
+        (bigram positions sorted by key, ascending within equal keys)."""
+        if self._bi is None:
+            keys = (self.ids[:-1] << 32) | self.ids[1:]
+            order = np.argsort(keys, kind="stable").astype(np.int32)
+            uniq, first, counts = np.unique(keys[order], return_index=True, return_counts=True)
+            self._bi = (uniq, first.astype(np.int32), counts.astype(np.int32), order)
+        return self._bi
+
+
+def _lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each query in ``sorted_keys`` (clipped) and whether it is there."""
+    pos = sorted_keys.searchsorted(queries)
+    np.minimum(pos, sorted_keys.size - 1, out=pos)
+    return pos, sorted_keys[pos] == queries
+
+
+def _profile(a: _Text, b: _Text, need_ell: bool) -> tuple[int, np.ndarray | None]:
+    """Longest shared run length, and (if asked) ``ell[i]`` = longest shared run ending at word i of a.
+
+    Runs of >= 2 words are chains of matching word bigrams along one diagonal (``j - i`` constant);
+    matching pairs are sorted by (diagonal, row) and chained, in row blocks of at most
+    ``_MAX_PAIRS`` pairs whose run lengths carry over from block to block.
+    """
+    n, m = len(a.ids), len(b.ids)
+    ell = np.zeros(n, np.int64) if need_ell else None
+    if n == 0 or m == 0:
+        return 0, ell
+    _, has1 = _lookup(b.unigram_index()[0], a.ids)
+    if not has1.any():
+        return 0, ell
+    if ell is not None:
+        ell[has1] = 1
+    if n < 2 or m < 2:
+        return 1, ell
+    uniq, first2, count2, o2 = b.bigram_index()
+    pos, hit = _lookup(uniq, a.bigrams())
+    counts = np.where(hit, count2[pos], 0)
+    lo2 = first2[pos]
+    cum = counts.cumsum()
+    best_t, start, rows = 0, 0, n - 1
+    carry_d = carry_t = np.zeros(0, np.int64)
+    while start < rows:
+        before = int(cum[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(cum, before + _MAX_PAIRS, "right")))
+        stop = min(stop, rows)
+        c = counts[start:stop]
+        p = int(cum[stop - 1]) - before
+        if p == 0:
+            carry_d = carry_t = np.zeros(0, np.int64)
+            start = stop
+            continue
+        ii = np.repeat(np.arange(start, stop), c)
+        jj = o2[np.arange(p) - np.repeat(np.cumsum(c) - c - lo2[start:stop], c)]
+        diag = jj - ii
+        order = np.argsort((diag + n) * (n + 1) + ii)
+        ii, diag = ii[order], diag[order]
+        head = np.ones(p, bool)
+        head[1:] = (diag[1:] != diag[:-1]) | (ii[1:] != ii[:-1] + 1)
+        idx = np.arange(p)
+        first = np.maximum.accumulate(np.where(head, idx, 0))
+        t = idx - first + 1  # bigrams in the run so far = words - 1
+        if carry_d.size:
+            heads = np.flatnonzero(head & (ii == start))
+            pos = np.minimum(np.searchsorted(carry_d, diag[heads]), carry_d.size - 1)
+            hit = carry_d[pos] == diag[heads]
+            base = np.zeros(p, np.int64)
+            base[heads[hit]] = carry_t[pos[hit]]
+            t = t + base[first]
+        best_t = max(best_t, int(t.max()))
+        if ell is not None:
+            np.maximum.at(ell, ii + 1, t + 1)
+        last = ii == stop - 1
+        carry_d, carry_t = diag[last], t[last]
+        start = stop
+    return best_t + 1 if best_t else 1, ell
+
+
+def _locate(a: _Text, b: _Text, ell: np.ndarray, lo: int, hi: int) -> tuple[int, int, int]:
+    """``(length, a_start, b_start)`` of the longest run within words ``a[lo:hi]`` (difflib's tie rule)."""
+    if hi <= lo:
+        return 0, lo, 0
+    vals = np.minimum(ell[lo:hi], np.arange(1, hi - lo + 1))
+    k = int(np.argmax(vals))
+    size = int(vals[k])
+    if size == 0:
+        return 0, lo, 0
+    end = lo + k
+    if size == 1:
+        s1, o1 = b.unigram_index()
+        return 1, end, int(o1[np.searchsorted(s1, a.ids[end])])
+    uniq, first2, count2, o2 = b.bigram_index()
+    k2 = int(np.searchsorted(uniq, (a.ids[end - 1] << 32) | a.ids[end]))
+    b_ends = o2[first2[k2]:first2[k2] + count2[k2]] + 1
+    b_ends = b_ends[b_ends >= size - 1]
+    windows = np.lib.stride_tricks.sliding_window_view(b.ids, size)[b_ends - size + 1]
+    ok = np.flatnonzero((windows == a.ids[end - size + 1:end + 1]).all(axis=1))
+    if ok.size == 0:  # pragma: no cover - would mean a bug in _profile
+        raise RuntimeError("copy detection kernel: run length without a matching window")
+    return size, end - size + 1, int(b_ends[ok[0]]) - size + 1
+
+
+def _range_layout(ranges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Word positions of all non-empty ranges, concatenated, for :func:`_range_maxes`."""
+    keep = np.array([hi > lo for lo, hi in ranges], bool)
+    spans = [(lo, hi) for lo, hi in ranges if hi > lo]
+    pos = np.concatenate([np.arange(lo, hi) for lo, hi in spans]) if spans else np.zeros(0, np.int64)
+    rel = np.concatenate([np.arange(1, hi - lo + 1) for lo, hi in spans]) if spans else np.zeros(0, np.int64)
+    starts = np.cumsum([0] + [hi - lo for lo, hi in spans[:-1]]) if spans else np.zeros(0, np.int64)
+    return keep, pos, rel, starts
+
+
+def _range_maxes(ell: np.ndarray, layout) -> np.ndarray:
+    """Longest run within each range ``a[lo:hi]``: ``max(min(ell[i], i - lo + 1))`` (0 if empty)."""
+    keep, pos, rel, starts = layout
+    out = np.zeros(keep.size, np.int64)
+    if pos.size:
+        out[keep] = np.maximum.reduceat(np.minimum(ell[pos], rel), starts)
+    return out
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    """The longest run of words shared by two texts.
+
+    Attributes:
+        length: number of words in the run (0 if the texts share no word).
+        words: the run's normalised words.
+        a_start, a_end: word offsets of the run in the first text (end exclusive); ``(0, 0)`` if empty.
+        b_start, b_end: word offsets in the second text.
+        a_char_start, a_char_end, b_char_start, b_char_end: raw character offsets of the run's first
+            and last word (end exclusive); None for an empty run or pre-split word input.
+    """
+
+    length: int
+    words: tuple[str, ...]
+    a_start: int
+    a_end: int
+    b_start: int
+    b_end: int
+    a_char_start: int | None = None
+    a_char_end: int | None = None
+    b_char_start: int | None = None
+    b_char_end: int | None = None
+
+
+def _as_words(x, normalizer: WordNormalizer, name: str) -> tuple[Sequence[str], Words | None]:
+    if isinstance(x, str):
+        toks = normalizer.tokenize(x)
+        return toks.words, toks
+    if isinstance(x, Sequence) and all(isinstance(w, str) for w in x):
+        return list(x), None
+    raise InputError(f"{name}: expected a str or a sequence of str words, found {type(x).__name__}")
+
+
+def longest_shared_run(a, b, normalizer: WordNormalizer = DEFAULT_NORMALIZER) -> SharedRun:
+    """The longest contiguous run of words shared by ``a`` and ``b``.
+
+    Args:
+        a: a text (tokenised with ``normalizer``) or a sequence of words (compared as given).
+        b: the same for the second text (e.g. the source context).
+        normalizer: word definition used for texts.
+
+    Returns:
+        :class:`SharedRun`; equal in length and word offsets to
+        ``difflib.SequenceMatcher(None, a_words, b_words, autojunk=False).find_longest_match()``.
+    """
+    aw, at = _as_words(a, normalizer, "a")
+    bw, bt = _as_words(b, normalizer, "b")
+    vocab: dict[str, int] = {}
+    ta, tb = _Text(aw, vocab), _Text(bw, vocab)
+    _, ell = _profile(ta, tb, need_ell=True)
+    size, i, j = _locate(ta, tb, ell, 0, len(aw))
+    if size == 0:
+        return SharedRun(0, (), 0, 0, 0, 0)
+    chars = (None,) * 4
+    if at is not None and bt is not None:
+        chars = (at.starts[i], at.ends[i + size - 1], bt.starts[j], bt.ends[j + size - 1])
+    return SharedRun(size, tuple(aw[i:i + size]), i, i + size, j, j + size, *chars)
+
+
+def shared_run_lengths(a_items: Sequence, b_items: Sequence, pairs, normalizer: WordNormalizer = DEFAULT_NORMALIZER
+                       ) -> np.ndarray:
+    """Longest shared run length of ``a_items[i]`` and ``b_items[j]`` for each row ``(i, j)`` of ``pairs``.
+
+    Items are texts or word sequences as in :func:`longest_shared_run`; each one is tokenised and
+    indexed once, however many pairs use it (all of them are held in memory; for large runs use
+    :func:`copy_detection_to_parquet`).  Returns an int64 array of ``len(pairs)`` lengths.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    for col, name, items in ((0, "a_items", a_items), (1, "b_items", b_items)):
+        if pairs.size and (pairs[:, col].min() < 0 or pairs[:, col].max() >= len(items)):
+            raise InputError(f"pairs: column {col} must index {name} (0..{len(items) - 1}), "
+                             f"found {pairs[:, col].min()}..{pairs[:, col].max()}")
+    vocab: dict[str, int] = {}
+    cache: dict[tuple[int, int], _Text] = {}
+
+    def text(side: int, k: int) -> _Text:
+        if (side, k) not in cache:
+            cache[side, k] = _Text(_as_words((a_items, b_items)[side][k], normalizer, "ab"[side])[0], vocab)
+        return cache[side, k]
+
+    return np.array([_profile(text(0, i), text(1, j), need_ell=False)[0] for i, j in pairs.tolist()], np.int64)
+
+
+def source_context(source_text: str, char_end: int, window: int | None = None) -> str:
+    """The source context of an activation: the text up to and including its token.
+
+    Args:
+        source_text: the document text.
+        char_end: exclusive end offset of the activation's token in ``source_text``.
+        window: if given, keep only the last ``window`` whitespace-separated chunks of
+            ``source_text[:char_end]`` (a chunk cut by ``char_end`` counts as one).
+
+    Returns:
+        A suffix of ``source_text[:char_end]``; its start offset is ``char_end - len(result)``.
+    """
+    if not isinstance(source_text, str):
+        raise InputError(f"source_text: expected a str, found {type(source_text).__name__}")
+    if not isinstance(char_end, (int, np.integer)) or not 0 <= char_end <= len(source_text):
+        raise InputError(f"char_end: expected an int in [0, {len(source_text)}], found {char_end!r}")
+    prefix = source_text[:int(char_end)]
+    if window is None:
+        return prefix
+    if not isinstance(window, (int, np.integer)) or window < 1:
+        raise InputError(f"window: expected None or an int >= 1, found {window!r}")
+    starts = [m.start() for m in _CHUNK.finditer(prefix)]
+    return prefix[starts[-window]:] if len(starts) > window else prefix
+
+
+# -------------------------------------------------------------------------------------------- nulls
+
+
+def _doc_keys(doc_ids) -> tuple[list, bool]:
+    """Document ids as ints (if all are integers) or strings; returns (keys, is_int)."""
+    vals = list(doc_ids)
+    if all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in vals):
+        return [int(d) for d in vals], True
+    return [str(d) for d in vals], False
+
+
+def _codes(doc_ids) -> np.ndarray:
+    keys, _ = _doc_keys(doc_ids)
+    if not keys:
+        return np.zeros(0, np.int64)
+    return np.unique(np.asarray(keys), return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _repair(perm: np.ndarray, codes: np.ndarray, prev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Swap away rows whose source is from their own document or already among their sources."""
+
+    def bad(i: int, v: int) -> bool:
+        return codes[v] == codes[i] or bool((prev[i] == v).any())
+
+    n = perm.size
+    conflicts = np.flatnonzero((codes[perm] == codes) | (prev == perm[:, None]).any(axis=1))
+    for i in conflicts[rng.permutation(conflicts.size)]:
+        if not bad(i, perm[i]):
+            continue  # fixed by an earlier swap
+        for _ in range(32):
+            j = int(rng.integers(n))
+            if not bad(i, perm[j]) and not bad(j, perm[i]):
+                break
+        else:
+            ok = ((codes[perm] != codes[i]) & ~np.isin(perm, prev[i])
+                  & (codes != codes[perm[i]]) & ~(prev == perm[i]).any(axis=1))
+            cand = np.flatnonzero(ok)
+            if cand.size == 0:
+                return _matching_column(codes, prev, rng)
+            j = int(rng.choice(cand))
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def _matching_column(codes: np.ndarray, prev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A valid column as a maximum bipartite matching (rows -> sources), for tight cases swaps miss."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
+    n = codes.size
+    if n > 8192:
+        raise InputError(f"null sources: no valid assignment found by swaps in a pool of {n} samples")
+    rows, cols = rng.permutation(n), rng.permutation(n)
+    allowed = codes[rows][:, None] != codes[cols][None, :]
+    for k in range(prev.shape[1]):
+        allowed &= prev[rows, k][:, None] != cols[None, :]
+    match = maximum_bipartite_matching(csr_matrix(allowed), perm_type="column")
+    if (match < 0).any():
+        raise InputError(f"null sources: no assignment gives every sample {prev.shape[1] + 1} distinct sources "
+                         "of other documents; use fewer null sources or larger pools")
+    out = np.empty(n, np.int64)
+    out[rows] = cols[match]
+    return out
+
+
+def null_sources(doc_ids, n_null: int, seed=0) -> np.ndarray:
+    """Indices of the null source contexts of each sample, ``[n, n_null]``.
+
+    Column ``k`` is a permutation of ``0..n-1`` (every context is used once per column) with
+    ``doc_ids[out[i, k]] != doc_ids[i]``; a row holds ``n_null`` distinct samples.  Each column
+    starts as ``rng.permutation(n)``; each conflicting row then swaps its entry with a random row for
+    which the swap is valid (if no such row exists, the column is a maximum bipartite matching of
+    the allowed pairs, rows and sources in random order).
+
+    Args:
+        doc_ids: document id per sample.
+        n_null: sources per sample (0 gives an ``[n, 0]`` array).
+        seed: seed (int or sequence of ints) of ``numpy.random.default_rng``.
+
+    Raises:
+        InputError: if some document holds so many samples that fewer than ``n_null`` samples of
+            other documents remain.
+    """
+    if not isinstance(n_null, (int, np.integer)) or n_null < 0:
+        raise InputError(f"n_null: expected an int >= 0, found {n_null!r}")
+    codes = _codes(doc_ids)
+    n = codes.size
+    out = np.zeros((n, n_null), np.int64)
+    if n_null == 0 or n == 0:
+        return out
+    largest = int(np.bincount(codes).max())
+    if n - largest < n_null:
+        raise InputError(f"null sources: a document holds {largest} of {n} samples, leaving {n - largest} "
+                         f"samples of other documents; expected at least n_null={n_null}")
+    rng = np.random.default_rng(seed)
+    for k in range(n_null):
+        out[:, k] = _repair(rng.permutation(n), codes, out[:, :k], rng)
+    return out
+
+
+def doc_derangement(doc_ids, seed=0) -> np.ndarray:
+    """A seeded permutation ``p`` of the samples with ``doc_ids[p[i]] != doc_ids[i]`` for every i."""
+    return null_sources(doc_ids, 1, seed)[:, 0]
+
+
+# --------------------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class CopySettings:
+    """Parameters of a copy-detection run (recorded in the result's ``info``).
+
+    Attributes:
+        n_null: null source contexts per explanation (other documents, see :func:`null_sources`).
+        seed: seed of the null draw; pool ``p`` uses ``default_rng([seed, p])``.
+        window: context = last ``window`` whitespace chunks up to the activation's token (None: all).
+        normalizer: word definition.
+        spans: also measure each quoted span (outermost spans of ``span_families``).
+        span_families: delimiter families of :func:`nla_probe.spans.find_spans`.
+        fuzzy_threshold: a span is near-verbatim if ``rapidfuzz.fuzz.partial_ratio`` of its
+            normalised words (joined by spaces) against the normalised context is >= this (0-100).
+        pool_size: nulls are drawn within consecutive pools of about this many samples.
+    """
+
+    n_null: int = 20
+    seed: int = 0
+    window: int | None = None
+    normalizer: WordNormalizer = DEFAULT_NORMALIZER
+    spans: bool = True
+    span_families: str | tuple[str, ...] = "quotes"
+    fuzzy_threshold: float = 90.0
+    pool_size: int = 4096
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise InputError(f"{name}: expected {expected}, found {getattr(self, name)!r}")
+
+        need(isinstance(self.n_null, (int, np.integer)) and self.n_null >= 0, "n_null", "an int >= 0")
+        need(isinstance(self.seed, (int, np.integer)), "seed", "an int")
+        need(self.window is None or (isinstance(self.window, (int, np.integer)) and self.window >= 1),
+             "window", "None or an int >= 1")
+        need(isinstance(self.normalizer, WordNormalizer), "normalizer", "a WordNormalizer")
+        need(isinstance(self.spans, bool), "spans", "a bool")
+        need(isinstance(self.fuzzy_threshold, (int, float)) and 0 <= self.fuzzy_threshold <= 100,
+             "fuzzy_threshold", "a number in [0, 100]")
+        need(isinstance(self.pool_size, (int, np.integer)) and self.pool_size >= 2, "pool_size", "an int >= 2")
+        if not isinstance(self.span_families, str):
+            object.__setattr__(self, "span_families", tuple(self.span_families))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["normalizer"] = self.normalizer.to_dict()
+        d["span_families"] = self.span_families if isinstance(self.span_families, str) else list(self.span_families)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CopySettings:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"CopySettings: unknown keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        d = dict(d)
+        if isinstance(d.get("normalizer"), dict):
+            d["normalizer"] = WordNormalizer.from_dict(d["normalizer"])
+        return cls(**d)
+
+
+def _schemas(doc_dtype) -> tuple[dict, dict]:
+    import polars as pl
+
+    i64, f64, s = pl.Int64, pl.Float64, pl.String
+    common = {"sample_id": i64, "doc_id": doc_dtype, "condition": s}
+    samples = common | {
+        "n_words": i64, "n_context_words": i64, "context_char_start": i64, "context_char_end": i64,
+        "run_len": i64, "run_text": s, "expl_word_start": i64, "expl_word_end": i64, "expl_char_start": i64,
+        "expl_char_end": i64, "ctx_word_start": i64, "ctx_word_end": i64, "src_char_start": i64,
+        "src_char_end": i64, "n_spans": i64, "null_sample_ids": pl.List(i64), "null_run_lens": pl.List(i64),
+        "null_median": f64, "null_p90": f64, "null_max": i64, "run_percentile": f64,
+    }
+    spans = common | {
+        "span_index": i64, "family": s, "span_char_start": i64, "span_char_end": i64, "span_text": s,
+        "n_words": i64, "run_len": i64, "run_text": s, "expl_word_start": i64, "expl_word_end": i64,
+        "ctx_word_start": i64, "ctx_word_end": i64, "src_char_start": i64, "src_char_end": i64,
+        "verbatim": pl.Boolean, "fuzzy_score": f64, "near_verbatim": pl.Boolean,
+        "null_run_lens": pl.List(i64), "null_max": i64, "null_verbatim_rate": f64,
+    }
+    return samples, spans
+
+
+def _run_fields(size: int, ai: int, bj: int, aw: Words, cw: Words, ctx_start: int, expl_chars: bool) -> dict:
+    """Run text and offsets of a located run for a result row (offsets None for an empty run).
+
+    Word offsets are in the explanation's / the context's words; ``src_char_*`` are raw character
+    offsets in the source text; ``expl_char_*`` (sample rows only) in the explanation.
+    """
+    keys = ("expl_word_start", "expl_word_end", "expl_char_start", "expl_char_end", "ctx_word_start",
+            "ctx_word_end", "src_char_start", "src_char_end")
+    if size == 0:
+        vals = (None,) * 8
+    else:
+        vals = (ai, ai + size, aw.starts[ai], aw.ends[ai + size - 1], bj, bj + size,
+                ctx_start + cw.starts[bj], ctx_start + cw.ends[bj + size - 1])
+    out = dict(zip(keys, vals))
+    if not expl_chars:
+        out = {k: v for k, v in out.items() if not k.startswith("expl_char")}
+    out["run_text"] = " ".join(aw.words[ai:ai + size]) if size else ""
+    return out
+
+
+def _pool_frames(expl, srcs, ends, docs, conds, codes, offset: int, pool: int, st: CopySettings, doc_dtype):
+    """Sample and span frames of one pool (samples ``offset .. offset + len(expl) - 1``)."""
+    import polars as pl
+    from rapidfuzz import fuzz
+
+    from .spans import find_spans
+
+    n, k_null, norm = len(expl), st.n_null, st.normalizer
+    nulls = null_sources(codes, k_null, seed=[st.seed, pool])
+    vocab: dict[str, int] = {}
+    contexts, ctx_start, ctx_end, ctx_texts = [], [], [], []
+    for i in range(n):  # only word ids and indexes are kept for every context of the pool
+        if not isinstance(srcs[i], str):
+            raise InputError(f"sources[{offset + i}]: expected a str, found {type(srcs[i]).__name__}")
+        end = len(srcs[i]) if ends is None else ends[i]
+        contexts.append(source_context(srcs[i], end, st.window))
+        ctx_end.append(int(end))
+        ctx_start.append(int(end) - len(contexts[i]))
+        ctx_texts.append(_Text(norm.tokenize(contexts[i]).words, vocab))
+    s_rows: list[dict] = []
+    p_rows: list[dict] = []
+    for i in range(n):
+        if not isinstance(expl[i], str):
+            raise InputError(f"explanations[{offset + i}]: expected a str, found {type(expl[i]).__name__}")
+        aw, cw = norm.tokenize(expl[i]), norm.tokenize(contexts[i])
+        a, src = _Text(aw.words, vocab), ctx_texts[i]
+        spans = find_spans(expl[i], st.span_families).outermost() if st.spans else ()
+        ranges = [(int(np.searchsorted(aw.ends, sp.inner_start, "right")),
+                   int(np.searchsorted(aw.starts, sp.inner_end, "left"))) for sp in spans]
+        _, ell = _profile(a, src, need_ell=True)
+        size, ai, bj = _locate(a, src, ell, 0, len(aw.words))
+        layout = _range_layout(ranges)
+        null_lens, span_null = [], np.zeros((len(spans), k_null), np.int64)
+        for k, j in enumerate(nulls[i]):
+            best, ell_j = _profile(a, ctx_texts[j], need_ell=bool(spans))
+            null_lens.append(best)
+            if spans:
+                span_null[:, k] = _range_maxes(ell_j, layout)
+        nl = np.asarray(null_lens, np.float64)
+        doc, cond, sid = docs[i], conds[i], offset + i
+        s_rows.append({
+            "sample_id": sid, "doc_id": doc, "condition": cond, "n_words": len(aw.words),
+            "n_context_words": len(cw.words), "context_char_start": ctx_start[i],
+            "context_char_end": ctx_end[i], "run_len": size, **_run_fields(size, ai, bj, aw, cw, ctx_start[i], True),
+            "n_spans": len(spans) if st.spans else None, "null_sample_ids": [offset + int(j) for j in nulls[i]],
+            "null_run_lens": null_lens, "null_median": float(np.median(nl)) if k_null else None,
+            "null_p90": float(np.quantile(nl, 0.9)) if k_null else None,
+            "null_max": int(nl.max()) if k_null else None,
+            "run_percentile": 100.0 * (np.sum(nl < size) + 0.5 * np.sum(nl == size)) / k_null if k_null else None,
+        })
+        ctx_joined = None
+        for r, (sp, (lo, hi)) in enumerate(zip(spans, ranges)):
+            ssize, sai, sbj = _locate(a, src, ell, lo, hi)
+            nw = max(hi - lo, 0)
+            if nw:
+                ctx_joined = " ".join(cw.words) if ctx_joined is None else ctx_joined
+                score = float(fuzz.partial_ratio(" ".join(aw.words[lo:hi]), ctx_joined))
+            else:
+                score = 0.0
+            snl = span_null[r]
+            p_rows.append({
+                "sample_id": sid, "doc_id": doc, "condition": cond, "span_index": r, "family": sp.family,
+                "span_char_start": sp.inner_start, "span_char_end": sp.inner_end,
+                "span_text": expl[i][sp.inner_start:sp.inner_end], "n_words": nw, "run_len": ssize,
+                **_run_fields(ssize, sai, sbj, aw, cw, ctx_start[i], False),
+                "verbatim": bool(nw and ssize == nw), "fuzzy_score": score,
+                "near_verbatim": bool(nw and score >= st.fuzzy_threshold), "null_run_lens": snl.tolist(),
+                "null_max": int(snl.max()) if k_null else None,
+                "null_verbatim_rate": float(np.mean((snl == nw) & (nw > 0))) if k_null else None,
+            })
+    s_schema, p_schema = _schemas(doc_dtype)
+    return pl.DataFrame(s_rows, schema=s_schema), pl.DataFrame(p_rows, schema=p_schema)
+
+
+def _check_inputs(explanations, sources, doc_ids, char_ends, conditions) -> tuple[int, list, bool, list[str]]:
+    n = len(explanations)
+    for name, seq in (("sources", sources), ("doc_ids", doc_ids), ("char_ends", char_ends),
+                      ("conditions", conditions)):
+        if seq is not None and len(seq) != n:
+            raise InputError(f"{name}: expected {n} entries (one per explanation), found {len(seq)}")
+    docs, is_int = _doc_keys(doc_ids)
+    conds = ["all"] * n if conditions is None else [str(c) for c in conditions]
+    return n, docs, is_int, conds
+
+
+def _pools(n: int, pool_size: int) -> list[tuple[int, int]]:
+    if n == 0:
+        return []
+    parts = np.array_split(np.arange(n), math.ceil(n / pool_size))
+    return [(int(p[0]), int(p[-1]) + 1) for p in parts]
+
+
+def iter_copy_detection(explanations: Sequence[str], sources: Sequence[str], doc_ids: Sequence,
+                        settings: CopySettings = CopySettings(), *, char_ends: Sequence[int] | None = None,
+                        conditions: Sequence[str] | None = None) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Yield ``(samples, spans)`` frames pool by pool; see :func:`copy_detection` for the arguments.
+
+    Memory held at a time: one pool's contexts, word ids and result rows.
+    """
+    import polars as pl
+
+    n, docs, is_int, conds = _check_inputs(explanations, sources, doc_ids, char_ends, conditions)
+    codes = _codes(docs)
+    dtype = pl.Int64 if is_int else pl.String
+    for p, (a, b) in enumerate(_pools(n, settings.pool_size)):
+        yield _pool_frames(list(explanations[a:b]), list(sources[a:b]),
+                           None if char_ends is None else list(char_ends[a:b]), docs[a:b], conds[a:b],
+                           codes[a:b], a, p, settings, dtype)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """Copy-detection results.
+
+    Attributes:
+        samples: one row per explanation (columns in ``docs/copying.md``): its longest shared run
+            with the true context, offsets, and the run lengths against ``n_null`` other-document
+            contexts (``null_run_lens``) with their median/p90/max and ``run_percentile``.
+        spans: one row per quoted span: run against the true context, ``verbatim``,
+            ``fuzzy_score``/``near_verbatim``, and the span's null run lengths.
+        info: provenance: settings (seed, normalizer, window, ...), sample and pool counts.
+    """
+
+    samples: pl.DataFrame
+    spans: pl.DataFrame
+    info: dict
+
+    def summary(self, by="condition", ns: Sequence[int] = (4, 6, 8), n_boot: int = 2000, seed: int = 0,
+                level: float = 0.95) -> pl.DataFrame:
+        """:func:`summarize_copying` of :attr:`samples`."""
+        return summarize_copying(self.samples, by=by, ns=ns, n_boot=n_boot, seed=seed, level=level)
+
+    def span_summary(self, by="condition", n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> pl.DataFrame:
+        """:func:`summarize_spans` of :attr:`spans`."""
+        return summarize_spans(self.spans, by=by, n_boot=n_boot, seed=seed, level=level)
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``info.json``, ``samples/part-00000.parquet`` and ``spans/part-00000.parquet``."""
+        writer = _PartWriter(Path(path), overwrite)
+        writer.write(self.samples, self.spans)
+        return writer.close(self.info)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CopyResult:
+        """Read a directory written by :meth:`save` or :func:`copy_detection_to_parquet`."""
+        import polars as pl
+
+        path = Path(path)
+        if not (path / "info.json").is_file():
+            raise InputError(f"{path}: expected a copy-detection directory with info.json, found none")
+        info = json.loads((path / "info.json").read_text())
+        s_schema, p_schema = _schemas(pl.Int64 if info.get("doc_id_dtype") == "Int64" else pl.String)
+        frames = []
+        for sub, schema in (("samples", s_schema), ("spans", p_schema)):
+            parts = sorted((path / sub).glob("part-*.parquet"))
+            frames.append(pl.concat([pl.read_parquet(f) for f in parts]) if parts else pl.DataFrame(schema=schema))
+        return cls(frames[0], frames[1], info)
+
+
+class _PartWriter:
+    """Writes numbered parquet parts and, last, ``info.json`` (a directory without it is incomplete)."""
+
+    def __init__(self, path: Path, overwrite: bool):
+        old = [path / "info.json", *path.glob("samples/part-*.parquet"), *path.glob("spans/part-*.parquet")]
+        old = [f for f in old if f.exists()]
+        if old and not overwrite:
+            raise InputError(f"{path}: already holds copy-detection results; pass overwrite=True")
+        for f in old:
+            f.unlink()
+        (path / "samples").mkdir(parents=True, exist_ok=True)
+        (path / "spans").mkdir(exist_ok=True)
+        self.path, self.n_parts = path, 0
+
+    def write(self, samples: pl.DataFrame, spans: pl.DataFrame) -> None:
+        name = f"part-{self.n_parts:05d}.parquet"
+        samples.write_parquet(self.path / "samples" / name)
+        spans.write_parquet(self.path / "spans" / name)
+        self.n_parts += 1
+
+    def close(self, info: dict) -> Path:
+        (self.path / "info.json").write_text(json.dumps({**info, "n_parts": self.n_parts}, indent=2))
+        return self.path
+
+
+def _info(settings: CopySettings, n: int, doc_ids) -> dict:
+    return {"kind": "copy_detection", "version": RESULT_VERSION, "settings": settings.to_dict(), "n_samples": n,
+            "n_pools": len(_pools(n, settings.pool_size)),
+            "doc_id_dtype": "Int64" if _doc_keys(doc_ids)[1] else "String"}
+
+
+def copy_detection(explanations: Sequence[str], sources: Sequence[str], doc_ids: Sequence, *,
+                   char_ends: Sequence[int] | None = None, conditions: Sequence[str] | None = None,
+                   n_null: int = 20, seed: int = 0, window: int | None = None,
+                   normalizer: WordNormalizer = DEFAULT_NORMALIZER, spans: bool = True,
+                   span_families: str | Sequence[str] = "quotes", fuzzy_threshold: float = 90.0,
+                   pool_size: int = 4096) -> CopyResult:
+    """Longest shared runs of explanations with their source contexts, against shuffled-context nulls.
+
+    Args:
+        explanations: explanation texts (the text inside the explanation tags).
+        sources: per sample, the document text (``source_text``); with ``char_ends`` the context is
+            :func:`source_context` ``(sources[i], char_ends[i], window)``, otherwise the whole text
+            (or its last ``window`` chunks).
+        doc_ids: document id per sample; nulls never use a context of the same document.
+        char_ends: exclusive end offset of each activation's token in its source text.
+        conditions: label per sample (e.g. decode set), kept for :func:`summarize_copying`;
+            default ``"all"``.
+        n_null, seed, window, normalizer, spans, span_families, fuzzy_threshold, pool_size: see
+            :class:`CopySettings`.
+
+    Returns:
+        :class:`CopyResult` with ``samples`` (one row per explanation, in input order) and ``spans``.
+    """
+    import polars as pl
+
+    st = CopySettings(n_null, seed, window, normalizer, spans, span_families, fuzzy_threshold, pool_size)
+    parts = list(iter_copy_detection(explanations, sources, doc_ids, st, char_ends=char_ends, conditions=conditions))
+    info = _info(st, len(explanations), doc_ids)
+    if not parts:
+        s_schema, p_schema = _schemas(pl.Int64 if info["doc_id_dtype"] == "Int64" else pl.String)
+        return CopyResult(pl.DataFrame(schema=s_schema), pl.DataFrame(schema=p_schema), info)
+    return CopyResult(pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts]), info)
+
+
+def copy_detection_to_parquet(out_dir: str | Path, explanations: Sequence[str], sources: Sequence[str],
+                              doc_ids: Sequence, *, char_ends: Sequence[int] | None = None,
+                              conditions: Sequence[str] | None = None, n_null: int = 20, seed: int = 0,
+                              window: int | None = None, normalizer: WordNormalizer = DEFAULT_NORMALIZER,
+                              spans: bool = True, span_families: str | Sequence[str] = "quotes",
+                              fuzzy_threshold: float = 90.0, pool_size: int = 4096,
+                              overwrite: bool = False) -> Path:
+    """:func:`copy_detection`, streamed: one parquet part per pool under ``out_dir/samples`` and
+    ``out_dir/spans``, then ``out_dir/info.json``.  Read back with :meth:`CopyResult.load`.
+
+    Same rows as :func:`copy_detection` with the same arguments; memory is bounded by ``pool_size``.
+    """
+    st = CopySettings(n_null, seed, window, normalizer, spans, span_families, fuzzy_threshold, pool_size)
+    writer = _PartWriter(Path(out_dir), overwrite)
+    for samples, span_rows in iter_copy_detection(explanations, sources, doc_ids, st, char_ends=char_ends,
+                                                  conditions=conditions):
+        writer.write(samples, span_rows)
+    return writer.close(_info(st, len(explanations), doc_ids))
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+def _quantile_of_counts(counts: np.ndarray, values: np.ndarray, q: float) -> np.ndarray:
+    """numpy ``linear`` quantile of each row's multiset (``counts[r, k]`` copies of ``values[k]``)."""
+    total = counts.sum(axis=1)
+    h = (total - 1) * q
+    lo = np.floor(h)
+    frac = h - lo
+    cum = np.cumsum(counts, axis=1)
+    x_lo = values[(cum <= lo[:, None]).sum(axis=1)]
+    x_hi = values[(cum <= np.minimum(lo + 1, total - 1)[:, None]).sum(axis=1)]
+    diff = x_hi - x_lo
+    return np.where(frac >= 0.5, x_hi - diff * (1 - frac), x_lo + diff * frac)
+
+
+def cluster_quantile_ci(values, clusters, q: float, n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """Clustered percentile-bootstrap CI of the ``q`` quantile of discrete ``values`` (e.g. run lengths).
+
+    Same resampling and draws as :func:`nla_probe.stats.cluster_bootstrap_ci` with
+    ``stat=lambda v: np.quantile(v, q)`` (equal results), computed from per-cluster histograms so
+    that millions of values stay cheap.  Returns a :class:`nla_probe.stats.CI`.
+    """
+    import warnings
+
+    from .stats import CI, MIN_CLUSTERS, _check_settings, _draw_chunks, _prepare
+
+    _check_settings(n_boot, level)
+    v, codes = _prepare(values, clusters, "raise")
+    uniq, vi = np.unique(v, return_inverse=True)
+    g = int(codes.max()) + 1
+    if g < MIN_CLUSTERS:
+        warnings.warn(f"bootstrap over only {g} clusters: the percentile CI is unreliable "
+                      f"(fewer than {MIN_CLUSTERS})", stacklevel=2)
+    hist = np.bincount(codes * uniq.size + vi.reshape(-1), minlength=g * uniq.size).reshape(g, uniq.size)
+    boot = []
+    for idx in _draw_chunks(np.random.default_rng(seed), g, n_boot):
+        m = idx.shape[0]
+        weights = np.bincount((idx + (np.arange(m) * g)[:, None]).ravel(), minlength=m * g).reshape(m, g)
+        boot.append(_quantile_of_counts(weights.astype(np.float64) @ hist, uniq, q))
+    low, high = np.quantile(np.concatenate(boot), [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return CI(float(np.quantile(v, q)), float(low), float(high), int(v.size), g, float(level), int(n_boot))
+
+
+def _by(by) -> list[str]:
+    return [] if by is None else [by] if isinstance(by, str) else list(by)
+
+
+def _summary_frame(rows: list[dict], keys: list[str], frame: pl.DataFrame) -> pl.DataFrame:
+    import polars as pl
+
+    f64, i64 = pl.Float64, pl.Int64
+    schema = {c: frame.schema[c] for c in keys} | {"source": pl.String, "statistic": pl.String, "estimate": f64,
+                                                    "ci_low": f64, "ci_high": f64, "n": i64, "n_clusters": i64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _row(key: dict, source: str, statistic: str, ci) -> dict:
+    return {**key, "source": source, "statistic": statistic, "estimate": ci.estimate, "ci_low": ci.low,
+            "ci_high": ci.high, "n": ci.n, "n_clusters": ci.n_clusters}
+
+
+def summarize_copying(samples_frame: pl.DataFrame, by="condition", ns: Sequence[int] = (4, 6, 8),
+                      n_boot: int = 2000, seed: int = 0, level: float = 0.95, cluster: str = "doc_id") -> pl.DataFrame:
+    """Median, p90 and rates of runs >= n words, true context vs null, with document-clustered CIs.
+
+    * ``source="true"``: over the explanations' ``run_len`` (n = explanations).
+    * ``source="null"``: median/p90 over all null run lengths pooled (n = explanation × null pairs);
+      ``rate_ge_n`` is the mean over explanations of the share of their nulls with a run >= n
+      (n = explanations with at least one null).
+
+    Every statistic uses the same ``seed`` (common random numbers).  Rates use
+    :func:`nla_probe.stats.cluster_bootstrap_ci`, quantiles :func:`cluster_quantile_ci`.
+
+    Returns:
+        polars frame: ``by`` columns, ``source, statistic`` (``median``, ``p90``, ``rate_ge_{n}``),
+        ``estimate, ci_low, ci_high, n, n_clusters``.
+    """
+    from .stats import cluster_bootstrap_ci
+
+    keys = _by(by)
+    missing = [c for c in [*keys, cluster, "run_len", "null_run_lens"] if c not in samples_frame.columns]
+    if missing:
+        raise InputError(f"summarize_copying: expected columns {missing}, found {samples_frame.columns}")
+    rows = []
+    groups = samples_frame.group_by(keys, maintain_order=True) if keys else [((), samples_frame)]
+    for key_vals, sub in groups:
+        key = dict(zip(keys, key_vals))
+        docs = sub[cluster].to_numpy()
+        true = sub["run_len"].to_numpy().astype(np.float64)
+        lens = sub["null_run_lens"].to_list()
+        k = np.array([len(x) for x in lens])
+        flat = np.fromiter((v for x in lens for v in x), np.float64, int(k.sum()))
+        stats = [("true", "median", true, docs, 0.5), ("true", "p90", true, docs, 0.9)]
+        if flat.size:
+            stats += [("null", "median", flat, np.repeat(docs, k), 0.5), ("null", "p90", flat, np.repeat(docs, k), 0.9)]
+        for source, name, v, c, q in stats:
+            rows.append(_row(key, source, name, cluster_quantile_ci(v, c, q, n_boot, level, seed)))
+        for n in ns:
+            ci = cluster_bootstrap_ci((true >= n).astype(np.float64), docs, n_boot=n_boot, level=level, seed=seed)
+            rows.append(_row(key, "true", f"rate_ge_{n}", ci))
+            if flat.size:
+                share = np.array([np.mean(np.asarray(x) >= n) for x in lens if len(x)])
+                ci = cluster_bootstrap_ci(share, docs[k > 0], n_boot=n_boot, level=level, seed=seed)
+                rows.append(_row(key, "null", f"rate_ge_{n}", ci))
+    return _summary_frame(rows, keys, samples_frame)
+
+
+def summarize_spans(spans_frame: pl.DataFrame, by="condition", n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95, cluster: str = "doc_id") -> pl.DataFrame:
+    """Verbatim and near-verbatim rates of quoted spans (spans with >= 1 word), document-clustered CIs.
+
+    Statistics: ``verbatim_rate`` (the span's words occur contiguously in the true context),
+    ``near_verbatim_rate`` (``fuzzy_score >= fuzzy_threshold``) and, with ``source="null"``, the mean
+    over spans of the share of null contexts containing the span verbatim.  n = spans.
+    """
+    import polars as pl
+
+    from .stats import cluster_bootstrap_ci
+
+    keys = _by(by)
+    need = [*keys, cluster, "n_words", "verbatim", "near_verbatim", "null_verbatim_rate"]
+    missing = [c for c in need if c not in spans_frame.columns]
+    if missing:
+        raise InputError(f"summarize_spans: expected columns {missing}, found {spans_frame.columns}")
+    frame = spans_frame.filter(pl.col("n_words") > 0)
+    rows = []
+    groups = frame.group_by(keys, maintain_order=True) if keys else ([((), frame)] if frame.height else [])
+    for key_vals, sub in groups:
+        key = dict(zip(keys, key_vals))
+        docs = sub[cluster].to_numpy()
+        for source, name, col in (("true", "verbatim_rate", "verbatim"),
+                                  ("true", "near_verbatim_rate", "near_verbatim"),
+                                  ("null", "verbatim_rate", "null_verbatim_rate")):
+            v = sub[col].cast(pl.Float64)
+            if v.null_count() == v.len():
+                continue
+            ok = v.is_not_null().to_numpy()
+            ci = cluster_bootstrap_ci(v.to_numpy()[ok], docs[ok], n_boot=n_boot, level=level, seed=seed)
+            rows.append(_row(key, source, name, ci))
+    return _summary_frame(rows, keys, spans_frame)
