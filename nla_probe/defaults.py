@@ -1,4 +1,5 @@
-"""Where the embedded defaults live: the toy NLA pair and its evaluation set.
+"""Where the embedded defaults live: the toy NLA pair, its evaluation set, the default ablation
+suite and the default output directory.
 
 Every command that runs "on the embedded default" resolves its paths here, in one place.
 ``default_pair_dirs()`` falls back to a freshly written fixture pair (random weights) when the toy
@@ -17,6 +18,13 @@ TOY_DIR = DATA_DIR / "toy"
 #: Main toy family (Qwen2 architecture) and the second family (different tokenizer and d_model).
 TOY_FAMILY = "qwen_small"
 TOY_SECOND_FAMILY = "qwen_tiny"
+#: Specs run by ``nla-probe ablate`` without SPEC arguments (file stems under ``ablations/``).
+DEFAULT_SUITE: tuple[str, ...] = ("quote_ban", "quote_surgery")
+#: Activations used by ``nla-probe ablate`` without SPEC arguments and without ``--limit`` (the
+#: first rows of the toy evaluation set); keeps the default run within minutes on 2 CPU cores.
+DEFAULT_SUITE_LIMIT = 200
+#: Output directory of ``nla-probe ablate`` without ``--out`` (relative to the working directory).
+DEFAULT_ABLATE_OUT = Path("runs") / "ablate"
 
 
 def toy_pair_dirs(family: str = TOY_FAMILY) -> tuple[Path, Path]:
@@ -43,4 +51,30 @@ def default_pair_dirs() -> tuple[Path, Path]:
 
     from .fixtures import make_fixture_pair
 
-    return make_fixture_pair(Path(tempfile.mkdtemp(prefix="nla-probe-fixture-")), "qwen2")
+    return make_fixture_pair(Path(tempfile.mkdtemp(prefix="nla-probe-fixture-")), "qwen2", d_model=128)
+
+
+def toy_pair_present(family: str = TOY_FAMILY) -> bool:
+    """Whether the toy pair and its evaluation set are on disk."""
+    av, ar = toy_pair_dirs(family)
+    return (av / "nla_meta.yaml").is_file() and (ar / "nla_meta.yaml").is_file() and toy_eval_path(family).is_file()
+
+
+def toy_denominator(family: str = TOY_FAMILY) -> tuple[float, str] | None:
+    """``(Var(v_nrm), source)`` of the toy family's TRAINING activations, from its ``metrics.json``."""
+    import json
+
+    path = TOY_DIR / family / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        value = float(metrics["denominator"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    source = metrics.get("denominator_source") or "training activations"
+    shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    return value, f"toy {family}: {source} ({shown})"
+
+
+def default_suite_paths() -> list[Path]:
+    """The spec files of :data:`DEFAULT_SUITE`."""
+    return [ABLATIONS_DIR / f"{name}.toml" for name in DEFAULT_SUITE]

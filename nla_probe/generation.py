@@ -79,7 +79,11 @@ class HookContext:
 
 @runtime_checkable
 class GenerationHook(Protocol):
-    """A generation-time intervention.  Implementations live in :mod:`nla_probe.hooks`."""
+    """A generation-time intervention.  Implementations live in :mod:`nla_probe.hooks`.
+
+    Besides the three members below, a hook may define ``min_new_tokens_floor() -> int`` and
+    ``max_new_tokens_cap() -> int | None``; backends read them through :func:`length_limits`.
+    """
 
     name: str
 
@@ -101,7 +105,9 @@ class Decode:
         tag_status: 'ok' | 'no_close' | 'no_open'.
         token_ids: generated ids, stop token excluded.
         n_tokens: ``len(token_ids)``.
-        finish_reason: 'stop' (a stop id was produced) or 'length' (hit ``max_new_tokens``).
+        finish_reason: 'stop' (a stop id was produced) or 'length' (hit the length cap: the smaller
+            of ``max_new_tokens`` and any hook's cap, see :func:`length_limits`); ``truncated`` says
+            the same as a bool.
         hooks: spec dicts of the hooks that produced it.
         sampling: the sampling parameters (dict).
         backend: 'hf' or 'vllm'.
@@ -118,11 +124,40 @@ class Decode:
     sampling: dict = field(default_factory=dict)
     backend: str = "hf"
 
+    @property
+    def truncated(self) -> bool:
+        """True when the decode was cut by the length cap (``finish_reason == 'length'``)."""
+        return self.finish_reason == "length"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["token_ids"] = list(self.token_ids)
         d["hooks"] = list(self.hooks)
         return d
+
+
+def length_limits(sampling: Sampling, hooks: Any = ()) -> tuple[int, int]:
+    """``(floor, cap)`` in generated tokens for one call, as every backend applies them.
+
+    ``cap`` is the smallest of ``sampling.max_new_tokens`` and the hooks' ``max_new_tokens_cap()``;
+    ``floor`` is the largest of the hooks' ``min_new_tokens_floor()`` (0 without such hooks).  Stop
+    ids are forbidden before ``floor`` tokens; a decode that reaches ``cap`` ends with
+    ``finish_reason='length'``.
+
+    Raises:
+        InputError: ``floor > cap`` (no decode could satisfy both).
+    """
+    cap, floor = sampling.max_new_tokens, 0
+    for h in hooks:
+        c = h.max_new_tokens_cap() if hasattr(h, "max_new_tokens_cap") else None
+        if c is not None:
+            cap = min(cap, int(c))
+        if hasattr(h, "min_new_tokens_floor"):
+            floor = max(floor, int(h.min_new_tokens_floor()))
+    if floor > cap:
+        raise InputError(f"min_new_tokens: expected <= the length cap ({cap} tokens: max_new_tokens="
+                         f"{sampling.max_new_tokens} and the hooks' caps), found {floor}")
+    return floor, cap
 
 
 def decodes_to_frame(decodes: list[Decode]) -> Any:
@@ -139,6 +174,7 @@ def decodes_to_frame(decodes: list[Decode]) -> Any:
         "token_ids": [list(d.token_ids) for d in decodes],
         "n_tokens": [d.n_tokens for d in decodes],
         "finish_reason": [d.finish_reason for d in decodes],
+        "truncated": [d.truncated for d in decodes],
         "hooks": [json.dumps(list(d.hooks), sort_keys=True) for d in decodes],
         "sampling": [json.dumps(d.sampling, sort_keys=True) for d in decodes],
         "backend": [d.backend for d in decodes],

@@ -7,7 +7,8 @@ non-zero norm) before any generation starts; the output has exactly one :class:`
 row, in input order.
 
 Sampled decodes are reproducible for the same ``seed`` and ``batch_size``: batch b is decoded with
-the RNG seeded to ``seed + b`` (on the hf backend; vLLM seeds each request with ``seed + row``).
+the RNG seeded to ``seed + b``; on the vLLM backend request j of batch b is seeded from
+``SeedSequence([seed + b, j])``.
 """
 
 from __future__ import annotations

@@ -109,3 +109,22 @@ def test_site_search_rejects_duplicates(qwen_pair):
     ids = [1, c.left_neighbor_id, c.injection_token_id, c.right_neighbor_id] * 2 + [5]
     with pytest.raises(Exception, match="2 marker"):
         find_injection_site(ids, c)
+
+
+def test_checkpoint_sampling_defaults_do_not_leak_into_decoding(fixture_pairs, qwen_pair, tmp_path):
+    """A generation_config.json with sampling defaults must not change a greedy decode."""
+    import json
+    import shutil
+
+    from nla_probe import load_av
+
+    d = tmp_path / "av"
+    shutil.copytree(fixture_pairs["qwen2"][0], d)
+    cfg = json.loads((d / "generation_config.json").read_text())
+    cfg.update(do_sample=True, top_k=2, temperature=3.0, repetition_penalty=50.0)
+    (d / "generation_config.json").write_text(json.dumps(cfg))
+    v = np.random.default_rng(5).normal(size=(3, 64))
+    ref = qwen_pair.verbalizer().verbalize(v, max_new_tokens=12)
+    got = load_av(d).verbalizer().verbalize(v, max_new_tokens=12)
+    assert [r.token_ids for r in ref] == [g.token_ids for g in got]
+    assert any(len(set(r.token_ids)) < len(r.token_ids) for r in ref)  # repeats exist: a penalty would bite
