@@ -23,7 +23,11 @@ _EXPORTS = {
     "find_spans": "spans", "score_variants": "surgery",
     "list_hooks": "hooks", "BanChars": "hooks",
     "copy_detection": "copying",
-    "ablate": "ablate", "load_spec": "spec",
+    "ablate": "ablation", "AblationResult": "ablation_result", "Spec": "spec", "load_spec": "spec",
+    "list_experiments": "experiments",
+    "span_attribution": "surgery", "redaction_grid": "surgery", "register_transform": "transforms",
+    "LengthPenalty": "hooks", "MinNewTokens": "hooks", "MaxNewTokens": "hooks",
+    "extract_layers": "layers",
 }
 
 __all__ = sorted(_EXPORTS)

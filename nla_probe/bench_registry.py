@@ -20,6 +20,7 @@ BENCHMARK_MODULES = (
     "nla_probe.benchmarks.hooks",
     "nla_probe.benchmarks.surgery",
     "nla_probe.benchmarks.copying",
+    "nla_probe.benchmarks.ablate",
 )
 
 
