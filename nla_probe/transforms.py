@@ -4,7 +4,8 @@ Each transform is a small frozen dataclass with a ``name`` and explicit paramete
 done by a pure function in :mod:`nla_probe.transforms_functional`.  Transforms compose
 (``Compose([a, b])`` or ``a | b``, applied left to right) and round-trip through the spec format
 ``{"name": ..., **params}`` (:meth:`Transform.to_spec` adds ``"version"``; :func:`from_spec`
-migrates older versions and rejects unknown names and keys, listing the valid ones).
+migrates older versions and rejects unknown names and keys, listing the valid ones).  The registry
+and spec functions live in :mod:`nla_probe.transforms_spec` and are re-exported here.
 
 Spans are the OUTERMOST spans of the chosen delimiter ``families`` (default ``"quotes"`` = double
 and single quotes, straight and typographic) as found by :func:`nla_probe.spans.find_spans`; a span
@@ -21,10 +22,20 @@ from typing import Any, ClassVar
 
 from . import transforms_functional as F
 from .delimiters import expand_family_names
-from .errors import InputError, SpecError, UnknownNameError
-
-#: Current version of the transform spec format.
-SPEC_VERSION = 1
+from .errors import InputError, SpecError
+from .transforms_spec import (  # noqa: F401 - the registry and spec API are re-exported here
+    _REGISTRY,
+    SPEC_VERSION,
+    build_transform,
+    from_spec,
+    get_callable,
+    get_transform,
+    list_callables,
+    list_transforms,
+    register_callable,
+    register_transform,
+    to_spec,
+)
 
 _DEFAULT_FAMILIES = ("quotes",)
 
@@ -448,24 +459,6 @@ class ShuffleSentences(Transform):
         return F.shuffle_sentences(text, self.seed, self.families)
 
 
-_CALLABLES: dict[str, Callable[[str], str]] = {}
-
-
-def register_callable(label: str, fn: Callable[[str], str], overwrite: bool = False) -> None:
-    """Register ``fn`` under ``label`` so that ``{"name": "callable", "label": label}`` loads."""
-    if not isinstance(label, str) or not label:
-        raise InputError(f"register_callable: label must be a non-empty str, found {label!r}")
-    if not callable(fn):
-        raise InputError(f"register_callable: fn must be callable, found {type(fn).__name__}")
-    if label in _CALLABLES and not overwrite and _CALLABLES[label] is not fn:
-        raise InputError(f"callable {label!r} is already registered; pass overwrite=True")
-    _CALLABLES[label] = fn
-
-
-def list_callables() -> list[str]:
-    return list(_CALLABLES)
-
-
 @dataclass(frozen=True)
 class FromCallable(Transform):
     """A user function ``str -> str`` (e.g. an LLM paraphrase) as a transform.
@@ -486,9 +479,7 @@ class FromCallable(Transform):
         if not isinstance(self.label, str) or not self.label:
             raise InputError(f"{self.name}.label: expected a non-empty str, found {self.label!r}")
         if self.fn is None:
-            if self.label not in _CALLABLES:
-                raise UnknownNameError("callable", self.label, _CALLABLES)
-            object.__setattr__(self, "fn", _CALLABLES[self.label])
+            object.__setattr__(self, "fn", get_callable(self.label))
         elif not callable(self.fn):
             raise InputError(f"{self.name}.fn: expected a callable, found {type(self.fn).__name__}")
 
@@ -528,7 +519,7 @@ class Compose(Transform):
         steps = params.get("steps")
         if not isinstance(steps, (list, tuple)):
             raise SpecError(f"transform 'compose': steps must be a list of specs, found {steps!r}")
-        return cls(tuple(_build(dict(s) if isinstance(s, Mapping) else s, "compose.steps") for s in steps))
+        return cls(tuple(build_transform(dict(s) if isinstance(s, Mapping) else s, "compose.steps") for s in steps))
 
     def describe(self) -> str:
         return " | ".join(s.describe() for s in self.steps)
@@ -542,75 +533,7 @@ class Compose(Transform):
         return text
 
 
-_REGISTRY: dict[str, type[Transform]] = {cls.name: cls for cls in (
-    Identity, SpansOnly, SpansOnlyBare, ProseOnly, StripDelimiters, ReplaceDelimiters, ReplaceSpans,
-    DeleteSpans, KeepFirstTokens, ShuffleSentences, FromCallable, Compose)}
-
-
-def list_transforms() -> list[str]:
-    """Names of the registered transforms."""
-    return list(_REGISTRY)
-
-
-def get_transform(name: str) -> type[Transform]:
-    """The transform class registered under ``name``; raises :class:`UnknownNameError`."""
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("transform", name, _REGISTRY) from None
-
-
-def register_transform(cls: type[Transform], overwrite: bool = False) -> type[Transform]:
-    """Add a transform class (a frozen dataclass subclassing :class:`Transform` with a ``name``)."""
-    if not (isinstance(cls, type) and issubclass(cls, Transform) and dataclasses.is_dataclass(cls)):
-        raise InputError(f"register_transform takes a dataclass subclassing Transform, found {cls!r}")
-    if not isinstance(cls.name, str) or not cls.name:
-        raise InputError(f"register_transform: {cls.__name__}.name must be a non-empty str")
-    if cls.name in _REGISTRY and not overwrite and _REGISTRY[cls.name] is not cls:
-        raise InputError(f"transform {cls.name!r} is already registered; pass overwrite=True")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-#: Migrations ``version -> function(spec) -> spec`` that lift a spec of that version by one.
-#: Version 1 is the first; add an entry here when the format changes.
-_MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
-
-
-def _build(spec: Any, where: str) -> Transform:
-    if isinstance(spec, Transform):
-        return spec
-    if not isinstance(spec, dict):
-        raise SpecError(f"{where}: expected a transform spec dict, found {spec!r}")
-    spec.pop("version", None)
-    if "name" not in spec:
-        raise SpecError(f"{where}: spec has no 'name'; valid names: {', '.join(sorted(_REGISTRY))}")
-    return get_transform(spec.pop("name")).from_params(spec)
-
-
-def from_spec(spec: Mapping[str, Any] | Transform) -> Transform:
-    """Build a transform from ``{"name": ..., **params}`` (optionally with ``"version"``).
-
-    A spec without ``version`` is read as the current version; older versions are migrated; a
-    newer version, an unknown name or an unknown key raises (:class:`SpecError` /
-    :class:`UnknownNameError`, both listing what is valid).
-    """
-    if isinstance(spec, Transform):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise SpecError(f"transform spec: expected a dict, found {type(spec).__name__}")
-    d = dict(spec)
-    version = d.get("version", SPEC_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SPEC_VERSION:
-        raise SpecError(f"transform spec field 'version': expected an int in [1, {SPEC_VERSION}], found {version!r}")
-    while version < SPEC_VERSION:
-        d = _MIGRATIONS[version](d)
-        version += 1
-    return _build(d, "transform spec")
-
-
-def to_spec(transform: Transform) -> dict[str, Any]:
-    """Same as ``transform.to_spec()``."""
-    if not isinstance(transform, Transform):
-        raise InputError(f"to_spec: expected a Transform, found {type(transform).__name__}")
-    return transform.to_spec()
+for _cls in (Identity, SpansOnly, SpansOnlyBare, ProseOnly, StripDelimiters, ReplaceDelimiters, ReplaceSpans,
+             DeleteSpans, KeepFirstTokens, ShuffleSentences, FromCallable, Compose):
+    register_transform(_cls)
+del _cls

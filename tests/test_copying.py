@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from rapidfuzz import fuzz
 
-from nla_probe import copying
+from nla_probe import copying, wordruns
 from nla_probe.copying import (
     CopyResult,
     CopySettings,
@@ -65,7 +65,7 @@ def test_longest_run_matches_difflib_on_1200_random_word_lists():
 
 def test_block_carry_path_matches_difflib(monkeypatch):
     """With tiny row blocks every run crosses block boundaries; results must not change."""
-    monkeypatch.setattr(copying, "_MAX_PAIRS", 3)
+    monkeypatch.setattr(wordruns, "_MAX_PAIRS", 3)
     for a, b in _random_pairs(random.Random(1), 400):
         run = longest_shared_run(a, b)
         assert (run.length, run.a_start, run.b_start) == _difflib(a, b)
@@ -75,14 +75,14 @@ def test_range_runs_match_difflib_with_a_limits():
     rng = random.Random(2)
     for a, b in _random_pairs(rng, 1000):
         vocab = {}
-        ta, tb = copying._Text(a, vocab), copying._Text(b, vocab)
-        _, ell = copying._profile(ta, tb, need_ell=True)
+        ta, tb = wordruns.IndexedWords(a, vocab), wordruns.IndexedWords(b, vocab)
+        _, ell = wordruns.run_profile(ta, tb, need_ell=True)
         lo = rng.randint(0, len(a))
         hi = rng.randint(lo, len(a))
-        assert copying._locate(ta, tb, ell, lo, hi) == _difflib(a, b, lo, hi)
+        assert wordruns.locate_run(ta, tb, ell, lo, hi) == _difflib(a, b, lo, hi)
         ranges = [(lo, hi), (0, len(a)), (hi, hi), (lo // 2, lo)]
         expected = [_difflib(a, b, x, y)[0] for x, y in ranges]
-        assert copying._range_maxes(ell, copying._range_layout(ranges)).tolist() == expected
+        assert wordruns.range_maxes(ell, wordruns.range_layout(ranges)).tolist() == expected
 
 
 def test_text_runs_match_difflib_on_normalised_words_and_offsets_point_at_the_run():
@@ -124,7 +124,7 @@ def test_ascii_fast_path_equals_the_unicode_path():
         for _ in range(300):
             text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
             fast = norm.tokenize(text)
-            pattern = copying._compiled(mode)
+            pattern = wordruns._compiled(mode)
             slow = [(w, m.start(), m.end()) for m in pattern.finditer(text) for w in norm.normalize_token(m.group())]
             assert list(zip(fast.words, fast.starts, fast.ends)) == slow, repr(text)
 
