@@ -122,7 +122,6 @@ class AV:
 def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
             trust_remote_code: bool = False) -> AV:
     """Load and validate an AV checkpoint directory (see module doc)."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     p = _check_dir(path, "av")

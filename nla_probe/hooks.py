@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .delimiters import expand_family_names, resolve_chars
-from .errors import InputError, SpecError, UnknownNameError
+from .errors import InputError, SpecError
 from .generation import CLOSE_TAG, OPEN_TAG, HookContext
+from .registry import SpecRegistry
 from .token_bans import PARTIAL_POLICIES, BanSet, resolve_ban
 
 #: Current version of the hook spec format.
@@ -366,34 +367,26 @@ def merge_vllm_kwargs(parts: Iterable[Mapping[str, Any]]) -> dict:
 
 
 # ---------------------------------------------------------------- registry and specs
-HOOKS: dict[str, type[Hook]] = {cls.name: cls for cls in (BanChars, LengthPenalty, MinNewTokens, MaxNewTokens)}
-#: Migrations ``version -> function(spec) -> spec`` lifting a spec by one version (none yet).
-_MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+_HOOKS = SpecRegistry("hook", lambda: Hook, version=SPEC_VERSION)
+for _cls in (BanChars, LengthPenalty, MinNewTokens, MaxNewTokens):
+    _HOOKS.register(_cls)
+#: Hook classes by name (the registry's dict).
+HOOKS: dict[str, type[Hook]] = _HOOKS.classes
 
 
 def list_hooks() -> list[str]:
     """Names of the registered hooks."""
-    return list(HOOKS)
+    return _HOOKS.names()
 
 
 def get_hook(name: str) -> type[Hook]:
     """The hook class registered under ``name``; raises :class:`UnknownNameError`."""
-    try:
-        return HOOKS[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("hook", name, HOOKS) from None
+    return _HOOKS.get(name)
 
 
 def register_hook(cls: type[Hook], overwrite: bool = False) -> type[Hook]:
     """Add a hook class (a frozen dataclass subclassing :class:`Hook` with a ``name``)."""
-    if not (isinstance(cls, type) and issubclass(cls, Hook) and dataclasses.is_dataclass(cls)):
-        raise InputError(f"register_hook takes a dataclass subclassing Hook, found {cls!r}")
-    if not isinstance(cls.name, str) or not cls.name:
-        raise InputError(f"register_hook: {cls.__name__}.name must be a non-empty str")
-    if cls.name in HOOKS and not overwrite and HOOKS[cls.name] is not cls:
-        raise InputError(f"hook {cls.name!r} is already registered; pass overwrite=True")
-    HOOKS[cls.name] = cls
-    return cls
+    return _HOOKS.register(cls, overwrite)
 
 
 def hook_from_spec(spec: Mapping[str, Any] | Hook) -> Hook:
@@ -403,20 +396,7 @@ def hook_from_spec(spec: Mapping[str, Any] | Hook) -> Hook:
     newer version, an unknown name or an unknown key raises (:class:`SpecError` /
     :class:`UnknownNameError`, listing what is valid).
     """
-    if isinstance(spec, Hook):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise SpecError(f"hook spec: expected a dict, found {type(spec).__name__}")
-    d = dict(spec)
-    version = d.pop("version", SPEC_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SPEC_VERSION:
-        raise SpecError(f"hook spec field 'version': expected an int in [1, {SPEC_VERSION}], found {version!r}")
-    while version < SPEC_VERSION:
-        d = _MIGRATIONS[version](d)
-        version += 1
-    if "name" not in d:
-        raise SpecError(f"hook spec has no 'name'; valid names: {', '.join(sorted(HOOKS))}")
-    return get_hook(d.pop("name")).from_params(d)
+    return _HOOKS.from_spec(spec, "hook spec")
 
 
 def hooks_from_spec(specs: Iterable[Mapping[str, Any] | Hook] | None) -> tuple[Hook, ...]:

@@ -17,11 +17,11 @@ each other in a cycle.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, SpecError, UnknownNameError
+from .registry import SpecRegistry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .transforms import Transform
@@ -29,49 +29,41 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Current version of the transform spec format.
 SPEC_VERSION = 1
 
-#: Transform classes by ``name`` (the built-ins are added by :mod:`nla_probe.transforms`).
-_REGISTRY: dict[str, type[Transform]] = {}
-
-#: Migrations ``version -> function(spec) -> spec`` that lift a spec of that version by one.
-#: Version 1 is the first; add an entry here when the format changes.
-_MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
-
-#: User functions of ``{"name": "callable", "label": ...}`` specs, by label.
-_CALLABLES: dict[str, Callable[[str], str]] = {}
-
-
 def _load_builtins() -> None:
     """Import :mod:`nla_probe.transforms`, which registers the built-in transforms."""
     from . import transforms  # noqa: F401
 
 
+def _transform_base() -> type:
+    from .transforms import Transform
+
+    return Transform
+
+
+_TRANSFORMS = SpecRegistry("transform", _transform_base, version=SPEC_VERSION, loader=_load_builtins)
+#: Transform classes by ``name`` (the built-ins are added by :mod:`nla_probe.transforms`).
+_REGISTRY: dict[str, type[Transform]] = _TRANSFORMS.classes
+#: Migrations ``version -> function(spec) -> spec`` that lift a spec of that version by one.
+#: Version 1 is the first; add an entry here when the format changes.
+_MIGRATIONS: dict[int, Callable[[dict], dict]] = _TRANSFORMS.migrations
+
+#: User functions of ``{"name": "callable", "label": ...}`` specs, by label.
+_CALLABLES: dict[str, Callable[[str], str]] = {}
+
+
 def list_transforms() -> list[str]:
     """Names of the registered transforms."""
-    _load_builtins()
-    return list(_REGISTRY)
+    return _TRANSFORMS.names()
 
 
 def get_transform(name: str) -> type[Transform]:
     """The transform class registered under ``name``; raises :class:`UnknownNameError`."""
-    _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("transform", name, _REGISTRY) from None
+    return _TRANSFORMS.get(name)
 
 
 def register_transform(cls: type[Transform], overwrite: bool = False) -> type[Transform]:
     """Add a transform class (a frozen dataclass subclassing :class:`Transform` with a ``name``)."""
-    from .transforms import Transform
-
-    if not (isinstance(cls, type) and issubclass(cls, Transform) and dataclasses.is_dataclass(cls)):
-        raise InputError(f"register_transform takes a dataclass subclassing Transform, found {cls!r}")
-    if not isinstance(cls.name, str) or not cls.name:
-        raise InputError(f"register_transform: {cls.__name__}.name must be a non-empty str")
-    if cls.name in _REGISTRY and not overwrite and _REGISTRY[cls.name] is not cls:
-        raise InputError(f"transform {cls.name!r} is already registered; pass overwrite=True")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _TRANSFORMS.register(cls, overwrite)
 
 
 def register_callable(label: str, fn: Callable[[str], str], overwrite: bool = False) -> None:
@@ -102,16 +94,12 @@ def build_transform(spec: Any, where: str) -> Transform:
     """A transform from a spec body ``{"name": ..., **params}`` (a ``"version"`` key is dropped, not
     checked: this is the form of the steps inside a ``compose`` spec).  ``spec`` is consumed;
     ``where`` names the spec in error messages.  Transforms pass through unchanged."""
-    from .transforms import Transform
-
-    if isinstance(spec, Transform):
+    if isinstance(spec, _transform_base()):
         return spec
     if not isinstance(spec, dict):
         raise SpecError(f"{where}: expected a transform spec dict, found {spec!r}")
     spec.pop("version", None)
-    if "name" not in spec:
-        raise SpecError(f"{where}: spec has no 'name'; valid names: {', '.join(sorted(list_transforms()))}")
-    return get_transform(spec.pop("name")).from_params(spec)
+    return _TRANSFORMS.build(spec, where)
 
 
 def from_spec(spec: Mapping[str, Any] | Transform) -> Transform:
@@ -121,20 +109,7 @@ def from_spec(spec: Mapping[str, Any] | Transform) -> Transform:
     newer version, an unknown name or an unknown key raises (:class:`SpecError` /
     :class:`UnknownNameError`, both listing what is valid).
     """
-    from .transforms import Transform
-
-    if isinstance(spec, Transform):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise SpecError(f"transform spec: expected a dict, found {type(spec).__name__}")
-    d = dict(spec)
-    version = d.get("version", SPEC_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SPEC_VERSION:
-        raise SpecError(f"transform spec field 'version': expected an int in [1, {SPEC_VERSION}], found {version!r}")
-    while version < SPEC_VERSION:
-        d = _MIGRATIONS[version](d)
-        version += 1
-    return build_transform(d, "transform spec")
+    return _TRANSFORMS.from_spec(spec, "transform spec")
 
 
 def to_spec(transform: Transform) -> dict[str, Any]:
