@@ -1,4 +1,7 @@
-"""Core benchmarks: AV decode throughput and AR scoring (length-bucketed batches vs one at a time)."""
+"""Core benchmark: AV decode throughput (batched vs one vector at a time).
+
+AR scoring throughput (length-bucketed batches vs one text at a time) is ``surgery_scoring`` in
+:mod:`nla_probe.benchmarks.surgery`."""
 
 from __future__ import annotations
 
@@ -39,24 +42,3 @@ def av_decode(ctx: BenchContext) -> list[BenchResult]:
         vals[label] = sum(d.n_tokens for d in dec) / (time.perf_counter() - t)
     return [BenchResult("av_decode", "new tokens/s (greedy, hf)", vals, ("batched32", "one_at_a_time"),
                         notes=f"{n} vectors batched, {max(4, n // 8)} singly, max_new_tokens=64")]
-
-
-@register_benchmark("ar_scoring")
-def ar_scoring(ctx: BenchContext) -> list[BenchResult]:
-    """AR throughput (texts/s): length-bucketed batches of 32 vs one text at a time."""
-    from ..checkpoint import load_ar
-
-    ar = load_ar(ctx.ar_dir, device=ctx.device)
-    rng = np.random.default_rng(0)
-    words = "the a budget \"quoted\" (aside) token genre dictionary hacker 'single' prose word".split()
-    n = max(ctx.n, 64)
-    texts = [" ".join(rng.choice(words, size=int(rng.integers(10, 120)))) for _ in range(n)]
-    ar.reconstruct(texts[:4])
-    vals = {}
-    for label, bs in (("bucketed32", 32), ("one_at_a_time", 1)):
-        t = time.perf_counter()
-        ar.reconstruct(texts, batch_size=bs, on_overflow="truncate")
-        vals[label] = n / (time.perf_counter() - t)
-    ratio = vals["bucketed32"] / vals["one_at_a_time"]
-    return [BenchResult("ar_scoring", "texts/s", vals, ("bucketed32", "one_at_a_time"), target=">= 3.0",
-                        passed=ratio >= 3.0, notes=f"{n} texts of 10-120 words")]
