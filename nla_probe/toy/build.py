@@ -5,8 +5,10 @@ family's work directory and is skipped on the next run; the training stages chec
 ``state.pt`` and resume mid-stage):
 
 ``tokenizer`` -> ``base`` (base LM) -> ``data`` (activations + gold explanations) ->
-``ar`` -> ``av`` -> ``distill`` (optional best-of-N round) -> ``export`` (checkpoints in the
-released layout, evaluation parquet, metrics).
+``ar`` -> ``av`` -> ``distill`` (optional best-of-N round, off unless ``--best-of-n N``; it
+did not help the shipped pair, see docs/toy.md) -> ``export`` (checkpoints in the released
+layout, evaluation parquet, metrics). Budgets are wall-clock seconds per family
+(:data:`FAMILY_BUDGETS`), so the number of steps reached depends on the machine's load.
 
 Usage::
 
@@ -81,9 +83,14 @@ class BuildSize:
     max_new_tokens: int = 64
 
 
-FULL = BuildSize(base_s=1800, ar_s=1200, av_s=3000, distill_s=600, max_steps=None,
+FULL = BuildSize(base_s=1500, ar_s=1200, av_s=3000, distill_s=600, max_steps=None,
                  positions_per_doc=6, max_train_docs=None, max_heldout_docs=None, n_eval=1000,
-                 distill_n=4, distill_vectors=3000)
+                 distill_n=0, distill_vectors=3000)
+#: Per-family wall-clock budgets of the full build (seconds), as used for the shipped weights.
+FAMILY_BUDGETS: dict[str, dict[str, float]] = {
+    "qwen_small": {"base_s": 1500, "ar_s": 1200, "av_s": 3000},
+    "qwen_tiny": {"base_s": 1200, "ar_s": 480, "av_s": 1200},
+}
 SMOKE = BuildSize(base_s=8, ar_s=6, av_s=10, distill_s=4, max_steps=30, positions_per_doc=2,
                   max_train_docs=120, max_heldout_docs=40, n_eval=24, distill_n=1,
                   distill_vectors=16, max_new_tokens=24)
@@ -99,9 +106,17 @@ class BuildContext:
     size: BuildSize
     families: dict[str, FamilySpec]
     smoke: bool
-    use_distilled: bool = True
+    use_distilled: bool = False
+    budget_scale: float = 1.0
     all_families: tuple[str, ...] = tuple(FAMILIES)
     _docs: list[Document] | None = None
+
+    def budget(self, spec: FamilySpec, key: str) -> float:
+        """Training budget ``key`` (``base_s``, ``ar_s``, ``av_s``) for a family, in seconds."""
+        base = getattr(self.size, key)
+        if self.smoke or spec.name not in FAMILY_BUDGETS:
+            return base
+        return FAMILY_BUDGETS[spec.name].get(key, base) * self.budget_scale
 
     def fam_dir(self, family: str) -> Path:
         d = self.work_dir / family
@@ -154,7 +169,7 @@ def stage_base(ctx: BuildContext, spec: FamilySpec) -> None:
     work = ctx.fam_dir(spec.name) / "base_work"
     model = train_base_lm(spec, tok, [d.text for d in ctx.docs("train")],
                           [d.text for d in ctx.docs("heldout")],
-                          Schedule(budget_s=ctx.size.base_s, lr=3e-3 if not ctx.smoke else 5e-3,
+                          Schedule(budget_s=ctx.budget(spec, "base_s"), lr=3e-3 if not ctx.smoke else 5e-3,
                                    max_steps=ctx.size.max_steps),
                           work)
     out = ctx.fam_dir(spec.name) / "base"
@@ -201,9 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help="comma list of stages to run")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: unchanged)")
     p.add_argument("--no-distilled", action="store_true",
-                   help="export the SFT weights even when distilled ones exist")
+                   help="export the SFT weights even after a best-of-N round")
     p.add_argument("--budget-scale", type=float, default=1.0,
                    help="multiply every training budget by this")
+    p.add_argument("--best-of-n", type=int, default=None,
+                   help="samples per vector in the optional best-of-N round (stage 'distill'; "
+                        "default: off in the full build, 1 in --smoke)")
     args = p.parse_args(argv)
 
     import torch
@@ -223,11 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.budget_scale != 1.0:
         size = dataclasses.replace(size, **{k: getattr(size, k) * args.budget_scale
                                             for k in ("base_s", "ar_s", "av_s", "distill_s")})
+    if args.best_of_n is not None:
+        size = dataclasses.replace(size, distill_n=args.best_of_n)
     out = Path(args.out_dir) if args.out_dir else default_corpus_path().parents[1]
     ctx = BuildContext(work_dir=work, out_dir=out,
                        corpus_path=Path(args.corpus) if args.corpus else default_corpus_path(),
                        size=size, families=fams, smoke=args.smoke,
-                       use_distilled=not args.no_distilled)
+                       use_distilled=bool(size.distill_n) and not args.no_distilled,
+                       budget_scale=args.budget_scale)
     run(ctx, [s for s in args.stages.split(",") if s])
     return 0
 

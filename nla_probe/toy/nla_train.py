@@ -45,8 +45,6 @@ def _pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
 
 def ar_loss(ar: Any, tokenizer: Any, contract: Any, texts: Sequence[str], vectors: Any) -> Any:
     """Mean ``mse_nrm`` of the AR's predictions for ``texts`` against ``vectors`` [B, d]."""
-    import torch
-
     prompts = [contract.ar_prompt_text(t) for t in texts]
     ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     inp, mask = _pad(ids, tokenizer.pad_token_id or 0)

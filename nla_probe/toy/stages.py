@@ -140,7 +140,8 @@ def stage_data(ctx: Any, spec: FamilySpec) -> None:
 
 
 def family_contract(ctx: Any, spec: FamilySpec, tok: Any) -> Any:
-    """The pair's contract: marker, neighbours and ``injection_scale`` from the data."""
+    """The pair's contract: marker, neighbours, and ``injection_scale`` = the mean training norm
+    rounded to 3 decimals."""
     from nla_probe.export import make_contract
 
     info = json.loads((ctx.fam_dir(spec.name) / "data.json").read_text())
@@ -168,8 +169,8 @@ def stage_ar(ctx: Any, spec: FamilySpec) -> None:
     expl, vec = _train_pairs(ctx, spec)
     ar = make_ar(ctx, spec)
     train_ar(ar, tok, contract, [explanation_payload(e) for e in expl], vec,
-             Schedule(budget_s=ctx.size.ar_s, lr=1e-3, max_steps=ctx.size.max_steps,
-                      warmup_s=min(30.0, ctx.size.ar_s / 10)),
+             Schedule(budget_s=ctx.budget(spec, "ar_s"), lr=1e-3, max_steps=ctx.size.max_steps,
+                      warmup_s=min(30.0, ctx.budget(spec, "ar_s") / 10)),
              ctx.fam_dir(spec.name) / "ar_state.pt")
 
 
@@ -181,8 +182,8 @@ def stage_av(ctx: Any, spec: FamilySpec) -> None:
     expl, vec = _train_pairs(ctx, spec)
     model = _load_base(ctx, spec)
     train_av(model, tok, contract, expl, vec,
-             Schedule(budget_s=ctx.size.av_s, lr=1e-3, max_steps=ctx.size.max_steps,
-                      warmup_s=min(30.0, ctx.size.av_s / 10)),
+             Schedule(budget_s=ctx.budget(spec, "av_s"), lr=1e-3, max_steps=ctx.size.max_steps,
+                      warmup_s=min(30.0, ctx.budget(spec, "av_s") / 10)),
              ctx.fam_dir(spec.name) / "av_state.pt")
 
 
@@ -221,6 +222,10 @@ def stage_export(ctx: Any, spec: FamilySpec) -> None:
     for kind, save in (("av", save_av_checkpoint), ("ar", save_ar_checkpoint)):
         model = trained_model(ctx, spec, kind, distilled=ctx.use_distilled)
         save(model, tok, out / kind, contract, dtype=torch.float16)
+    # The base LM too: layer sweeps, adjacent layers and cross-family studies extract from it.
+    base = _load_base(ctx, spec).to(torch.float16)
+    base.save_pretrained(str(out / "base"))
+    tok.save_pretrained(str(out / "base"))
     main = ctx.out_dir / "toy" / next(iter(ctx.all_families)) / "eval.parquet"
     if spec.name != next(iter(ctx.all_families)) and main.exists():
         frame = aligned_frame(_load_base(ctx, spec), tok, spec, read_frame(main)[0])
