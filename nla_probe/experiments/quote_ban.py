@@ -1,0 +1,116 @@
+"""``quote_ban``: the ``roundtrip`` kind plus a delimiter substitution audit for generation-time bans.
+
+Runs exactly like :class:`~nla_probe.experiments.roundtrip.Roundtrip` (one on-policy decode per
+condition under its hooks, e.g. ``ban_chars`` with delimiter families and ``min_new_tokens``), and
+adds to the report:
+
+* the **substitution matrix**: for every condition and every delimiter family, ``k/N`` = the
+  number of scored explanations with at least one span of that family (any nesting depth, parsed
+  by :func:`nla_probe.spans.find_spans`) out of the condition's N explanations;
+* the **leak count**: explanations containing at least one character a hook of the condition
+  bans (the ``leaked`` column of ``roundtrip``), ``k/N``.
+
+A ban that binds shows 0 leaks; a ban the policy routes around shows the quoting moving to another
+family (seed 003 §2: 982/1000 decodes switched to single quotes when only double quotes were
+banned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import register_experiment
+from .roundtrip import Roundtrip, banned_chars
+
+
+def families_used(text: str, families: Sequence[str]) -> frozenset[str]:
+    """Families with at least one span (any depth) in ``text``."""
+    from ..spans import find_spans
+
+    return frozenset(s.family for s in find_spans(text, tuple(families)).spans)
+
+
+def substitution_counts(texts: Iterable[str], families: Sequence[str]) -> dict[str, int]:
+    """``family -> number of texts with at least one span of it`` (every family listed, 0 if unused)."""
+    out = dict.fromkeys(families, 0)
+    for t in texts:
+        for f in families_used(t, families):
+            out[f] += 1
+    return out
+
+
+def substitution_matrix(frame: Any, spec: Any, families: Sequence[str]) -> Any:
+    """Long frame ``condition, family, k, N, share, banned`` from the result frame's scored ``text``.
+
+    ``banned`` says whether the condition's hooks ban a character of that family.
+    """
+    import polars as pl
+
+    rows = []
+    for cond in spec.conditions:
+        texts = frame.filter(pl.col("condition") == cond.name)["text"].to_list()
+        if not texts:
+            continue
+        counts = substitution_counts(texts, families)
+        ban = banned_chars(cond.hooks)
+        from ..delimiters import get_family
+
+        for fam in families:
+            rows.append({"condition": cond.name, "family": fam, "k": counts[fam], "N": len(texts),
+                         "share": counts[fam] / len(texts), "banned": bool(get_family(fam).charset & ban)})
+    return pl.DataFrame(rows, schema={"condition": pl.Utf8, "family": pl.Utf8, "k": pl.Int64, "N": pl.Int64,
+                                      "share": pl.Float64, "banned": pl.Boolean})
+
+
+@register_experiment
+class QuoteBan(Roundtrip):
+    """Generation-time delimiter bans with the substitution audit (see module doc)."""
+
+    name = "quote_ban"
+    description = ("roundtrip under generation-time delimiter bans, with the leak count and the delimiter "
+                   "substitution matrix")
+
+    def report_sections(self, spec: Any, frame: Any, out_dir: Path) -> list:
+        """A section with the substitution matrix (cells ``k/N``, leaks per condition) and its heatmap."""
+        import warnings
+
+        import polars as pl
+
+        from ..delimiters import expand_family_names
+        from ..plots import matrix_heatmap, save_png
+        from ..report import ReportSection
+
+        if frame.height == 0:
+            return []
+        families = expand_family_names(spec.params["audit_families"])
+        mat = substitution_matrix(frame, spec, families)
+        leaks = frame.group_by("condition", maintain_order=True).agg(pl.col("leaked").sum().alias("k"),
+                                                                     pl.len().alias("N"))
+        leak = {r["condition"]: f"{r['k']}/{r['N']}" for r in leaks.iter_rows(named=True)}
+        used = [f for f in families if mat.filter((pl.col("family") == f) & (pl.col("k") > 0)).height]
+        shown = used or list(families)
+        mat = mat.with_columns((pl.col("k").cast(pl.Utf8) + "/" + pl.col("N").cast(pl.Utf8)
+                                + pl.when(pl.col("banned")).then(pl.lit(" †")).otherwise(pl.lit(""))).alias("cell"))
+        rows = []
+        for cond in spec.conditions:
+            sub = {r["family"]: r["cell"] for r in mat.filter(pl.col("condition") == cond.name).iter_rows(named=True)}
+            if sub:
+                rows.append({"condition": cond.name, "banned chars leaked": leak.get(cond.name, "n/a"),
+                             **{f: sub[f] for f in shown}})
+        table = pl.DataFrame(rows, schema={"condition": pl.Utf8, "banned chars leaked": pl.Utf8,
+                                           **{f: pl.Utf8 for f in shown}})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning)
+            plot = matrix_heatmap(mat.filter(pl.col("family").is_in(shown)), row="condition", col="family",
+                                  value="share", label="cell", midpoint=0.0, fill_label="share",
+                                  title=f"{spec.name}: delimiter families used (share of explanations)")
+            path = save_png(plot, Path(out_dir) / "figures" / f"{spec.name}_substitution.png", width=8.0,
+                            height=max(2.5, 0.5 * len(spec.conditions) + 1.8))
+        text = ("Substitution matrix: explanations (k/N) with at least one span of each delimiter family, any "
+                "nesting depth; † = the condition bans that family; `banned chars leaked` = explanations containing "
+                "a character the condition bans. Families no condition used are left out.")
+        return [ReportSection(title=f"{spec.name}: leak audit and substitution matrix", text=text, table=table,
+                              figures=[(path, "share of explanations using each delimiter family, per condition "
+                                              "(k/N in the cells; † = banned in that condition).")])]
