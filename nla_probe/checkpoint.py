@@ -86,6 +86,37 @@ def _check_d_model(contract: Contract, config: Any, path: Path) -> None:
                             f"{path / 'config.json'} says hidden_size={hidden}")
 
 
+_ROLE_NAMES = {"av": "'av' (or 'actor')", "ar": "'ar' (or 'critic')"}
+
+
+def _validated_config(path: str | Path, role: str | None, trust_remote_code: bool) -> tuple[Path, Contract, Any]:
+    """Sidecar + config checks shared by every loader (role, d_model, layer count).
+
+    ``role=None`` accepts either role (as ``inspect`` does).  AV: ``K < num_hidden_layers``;
+    AR: ``num_hidden_layers == K + 1``.
+    """
+    from transformers import AutoConfig
+
+    p = Path(path)
+    if role is None and p.is_dir() and (p / SIDECAR_NAME).is_file():
+        role = read_sidecar(p).role
+    p = _check_dir(p, role or "")
+    contract = read_sidecar(p)
+    if contract.role != role:
+        other = "AR" if contract.role == "ar" else "AV"
+        raise ContractError(p / SIDECAR_NAME, "role", _ROLE_NAMES[role], contract.role, f"this is an {other} checkpoint")
+    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    _check_d_model(contract, config, p)
+    n_layers = getattr(text_config(config), "num_hidden_layers", None)
+    if role == "ar" and n_layers != contract.layer + 1:
+        raise ContractError(p / "config.json", "num_hidden_layers", f"K+1 = {contract.layer + 1}", n_layers,
+                            f"the sidecar's extraction layer index is K={contract.layer}")
+    if role == "av" and n_layers is not None and contract.layer >= n_layers:
+        raise ContractError(p / SIDECAR_NAME, "extraction_layer_index", f"< num_hidden_layers ({n_layers})",
+                            contract.layer)
+    return p, contract, config
+
+
 @dataclass
 class AV:
     """A loaded activation verbalizer: model, tokenizer, contract and derived facts.
@@ -122,17 +153,9 @@ class AV:
 def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
             trust_remote_code: bool = False) -> AV:
     """Load and validate an AV checkpoint directory (see module doc)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
-    p = _check_dir(path, "av")
-    contract = read_sidecar(p)
-    if contract.role != "av":
-        raise ContractError(p / SIDECAR_NAME, "role", "'av' (or 'actor')", contract.role, "this is an AR checkpoint")
-    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
-    _check_d_model(contract, config, p)
-    n_layers = getattr(text_config(config), "num_hidden_layers", None)
-    if n_layers is not None and contract.layer >= n_layers:
-        raise ContractError(p / SIDECAR_NAME, "extraction_layer_index", f"< num_hidden_layers ({n_layers})", contract.layer)
+    p, contract, config = _validated_config(path, "av", trust_remote_code)
     tok = _load_tokenizer(p, trust_remote_code)
     ids = validate_tokenizer(contract, tok, p)
     site = find_injection_site(ids, contract)
@@ -183,20 +206,11 @@ def load_ar(path: str | Path, *, dtype: Any = None, device: str = "cpu",
             trust_remote_code: bool = False, max_tokens: int | None = None):
     """Load and validate an AR checkpoint directory; returns a :class:`~nla_probe.reconstructor.Reconstructor`."""
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     from .reconstructor import ARModel, Reconstructor
 
-    p = _check_dir(path, "ar")
-    contract = read_sidecar(p)
-    if contract.role != "ar":
-        raise ContractError(p / SIDECAR_NAME, "role", "'ar' (or 'critic')", contract.role, "this is an AV checkpoint")
-    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
-    _check_d_model(contract, config, p)
-    n_layers = getattr(text_config(config), "num_hidden_layers", None)
-    if n_layers != contract.layer + 1:
-        raise ContractError(p / "config.json", "num_hidden_layers", f"K+1 = {contract.layer + 1}", n_layers,
-                            f"the sidecar's extraction layer index is K={contract.layer}")
+    p, contract, config = _validated_config(path, "ar", trust_remote_code)
     tok = _load_tokenizer(p, trust_remote_code)
     validate_tokenizer(contract, tok, p)
     _check_ar_tokenizer(contract, tok, p)
@@ -280,26 +294,16 @@ def inspect_checkpoint(path: str | Path, *, trust_remote_code: bool = False) -> 
     """
     from dataclasses import asdict
 
-    from transformers import AutoConfig
-
     p = Path(path)
     if not p.is_dir():
         raise ContractError(p, "<directory>", "an existing checkpoint directory", "no such directory")
-    contract = read_sidecar(p)
-    p = _check_dir(p, contract.role)
-    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
-    _check_d_model(contract, config, p)
+    p, contract, config = _validated_config(p, None, trust_remote_code)
     n_layers = getattr(text_config(config), "num_hidden_layers", None)
     tok = _load_tokenizer(p, trust_remote_code)
     ids = validate_tokenizer(contract, tok, p)
     if contract.role == "ar":
-        if n_layers != contract.layer + 1:
-            raise ContractError(p / "config.json", "num_hidden_layers", f"K+1 = {contract.layer + 1}", n_layers,
-                                f"the sidecar's extraction layer index is K={contract.layer}")
         _check_ar_tokenizer(contract, tok, p)
         _load_value_head(p, contract.d_model)
-    elif n_layers is not None and contract.layer >= n_layers:
-        raise ContractError(p / SIDECAR_NAME, "extraction_layer_index", f"< num_hidden_layers ({n_layers})", contract.layer)
     emb = _embedding_shape(p)
     if emb is not None and emb[1][1] != contract.d_model:
         raise ContractError(p, emb[0], f"width d_model={contract.d_model}", emb[1][1])
