@@ -21,7 +21,7 @@ pass ``dtype="float32"``.
 
 from __future__ import annotations
 
-import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,24 @@ def _check_dir(path: str | Path, role: str) -> Path:
     if not (p / SIDECAR_NAME).is_file():
         raise ContractError(p / SIDECAR_NAME, "<file>", "the nla_meta.yaml sidecar", "no such file")
     return p
+
+
+@contextmanager
+def _quiet_loading():
+    """Silence transformers' weight-loading chatter (progress bars, expected missing keys) for one
+    load, restoring the previous verbosity and progress-bar setting afterwards."""
+    from transformers.utils import logging as tf_logging
+
+    verbosity = tf_logging.get_verbosity()
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if bars:
+            tf_logging.enable_progress_bar()
 
 
 def _load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
@@ -160,7 +178,8 @@ def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
     ids = validate_tokenizer(contract, tok, p)
     site = find_injection_site(ids, contract)
     torch_dtype = resolve_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    with _quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, trust_remote_code=trust_remote_code)
     model.to(device).eval()
     width = model.get_input_embeddings().weight.shape[1]
     if width != contract.d_model:
@@ -216,14 +235,9 @@ def load_ar(path: str | Path, *, dtype: Any = None, device: str = "cpu",
     _check_ar_tokenizer(contract, tok, p)
     head_w = _load_value_head(p, contract.d_model)
     torch_dtype = resolve_dtype(dtype, device)
-    tf_logger = logging.getLogger("transformers.modeling_utils")
-    old = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)  # the final norm is absent by design (replaced by Identity)
-    try:
+    with _quiet_loading():  # the final norm is absent by design (replaced by Identity)
         backbone = AutoModel.from_pretrained(str(p), config=text_config(config), dtype=torch_dtype,
                                              trust_remote_code=trust_remote_code)
-    finally:
-        tf_logger.setLevel(old)
     head = torch.nn.Linear(contract.d_model, contract.d_model, bias=False, dtype=torch_dtype)
     head.load_state_dict({"weight": head_w.to(torch_dtype)}, strict=True)
     model = ARModel(backbone, head).to(device).eval()
