@@ -11,24 +11,26 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: Public name -> the module (under nla_probe) that defines it; ``metrics`` is the module itself.
 _EXPORTS = {
-    "load_pair": "checkpoint", "load_av": "checkpoint", "load_ar": "checkpoint", "NLAPair": "checkpoint",
-    "Contract": "contract", "read_sidecar": "contract",
-    "Verbalizer": "verbalizer", "Decode": "generation", "parse_explanation": "generation",
-    "Reconstructor": "reconstructor",
-    "extract_activations": "extraction", "read_activations": "extraction", "write_activations": "extraction",
-    "metrics": None,
-    "list_families": "delimiters",
-    "list_transforms": "transforms", "get_transform": "transforms", "Compose": "transforms",
-    "find_spans": "spans", "score_variants": "surgery",
-    "list_hooks": "hooks", "BanChars": "hooks",
+    "load_pair": "nla.checkpoint", "load_av": "nla.checkpoint", "load_ar": "nla.checkpoint",
+    "NLAPair": "nla.checkpoint", "Contract": "nla.contract", "read_sidecar": "nla.contract",
+    "Verbalizer": "nla.verbalizer", "Decode": "nla.generation", "parse_explanation": "nla.generation",
+    "Reconstructor": "nla.reconstructor",
+    "extract_activations": "nla.extraction", "read_activations": "nla.extraction",
+    "write_activations": "nla.extraction", "extract_layers": "nla.layers",
+    "metrics": "analysis.metrics",
+    "list_families": "text.delimiters", "find_spans": "text.spans",
+    "list_transforms": "surgery.base", "get_transform": "surgery.base", "Compose": "surgery.base",
+    "register_transform": "surgery.base",
+    "score_variants": "surgery.scoring", "span_attribution": "surgery.scoring", "redaction_grid": "surgery.scoring",
+    "list_hooks": "hooks", "BanChars": "hooks", "LengthPenalty": "hooks", "MinNewTokens": "hooks",
+    "MaxNewTokens": "hooks",
     "copy_detection": "copying",
-    "ablate": "ablation", "AblationResult": "ablation_result", "Spec": "spec", "load_spec": "spec",
-    "list_experiments": "experiments",
-    "span_attribution": "surgery", "redaction_grid": "surgery", "register_transform": "transforms",
-    "LengthPenalty": "hooks", "MinNewTokens": "hooks", "MaxNewTokens": "hooks",
-    "extract_layers": "layers",
+    "ablate": "ablate.engine", "AblationResult": "ablate.result", "Spec": "ablate.spec", "load_spec": "ablate.spec",
+    "list_experiments": "ablate.kinds",
 }
+_MODULE_EXPORTS = {"metrics"}
 
 __all__ = sorted(_EXPORTS)
 
@@ -36,10 +38,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'nla_probe' has no attribute {name!r}")
-    mod = _EXPORTS[name]
-    if mod is None:
-        return importlib.import_module(f".{name}", __name__)
-    return getattr(importlib.import_module(f".{mod}", __name__), name)
+    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+    return module if name in _MODULE_EXPORTS else getattr(module, name)
 
 
 def __dir__() -> list[str]:

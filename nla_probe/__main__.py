@@ -1,5 +1,5 @@
 """``python -m nla_probe`` runs the command line."""
 
-from .cli import main
+from nla_probe.cli import main
 
 main()

@@ -1,9 +1,8 @@
 """Where the embedded defaults live: the toy NLA pair, its evaluation set, the default ablation
 suite and the default output directory.
 
-Every command that runs "on the embedded default" resolves its paths here, in one place.
-``default_pair_dirs()`` falls back to a freshly written fixture pair (random weights) when the toy
-pair is not present, so tools keep working on a partial checkout.
+Every command that runs "on the embedded default" resolves its paths here, in one place
+(:func:`nla_probe.toy.fixtures.default_pair_dirs` adds the fallback to a fixture pair).
 """
 
 from __future__ import annotations
@@ -40,18 +39,6 @@ def toy_eval_path(family: str = TOY_FAMILY) -> Path:
 def default_eval_path() -> Path | None:
     p = toy_eval_path()
     return p if p.is_file() else None
-
-
-def default_pair_dirs() -> tuple[Path, Path]:
-    """The toy pair if present, else a fixture pair written to a temporary directory."""
-    av, ar = toy_pair_dirs()
-    if (av / "nla_meta.yaml").is_file() and (ar / "nla_meta.yaml").is_file():
-        return av, ar
-    import tempfile
-
-    from .fixtures import make_fixture_pair
-
-    return make_fixture_pair(Path(tempfile.mkdtemp(prefix="nla-probe-fixture-")), "qwen2", d_model=128)
 
 
 def toy_pair_present(family: str = TOY_FAMILY) -> bool:

@@ -7,6 +7,7 @@ clauses keep working.  Messages name the file, the field, the expected and the f
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class NLAProbeError(Exception):
@@ -41,3 +42,16 @@ class UnknownNameError(NLAProbeError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
+
+
+def check_keys(given: Iterable[Any], valid: Iterable[str], where: str, error: type[Exception] = SpecError,
+               shown: Iterable[str] | None = None) -> None:
+    """Raise ``error`` naming the keys of ``given`` that are not in ``valid`` (in order of appearance)
+    and listing the valid keys (``shown`` when the list to show differs from the accepted set).
+
+    Message: ``"<where>: unknown key(s) ['k']; valid keys: ['a', 'b']"``.
+    """
+    valid = set(valid)
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        raise error(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(valid if shown is None else shown)}")

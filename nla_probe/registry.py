@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import InputError, SpecError, UnknownNameError
+from nla_probe.errors import InputError, SpecError, UnknownNameError
 
 
 class SpecRegistry:

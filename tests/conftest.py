@@ -17,7 +17,7 @@ import pytest
 @pytest.fixture(scope="session")
 def fixture_pairs(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Random-weight AV/AR pairs in the released layout, one per architecture (built once)."""
-    from nla_probe.fixtures import make_fixture_pair
+    from nla_probe.toy.fixtures import make_fixture_pair
 
     root = tmp_path_factory.mktemp("fixtures")
     return {arch: make_fixture_pair(root / arch, arch) for arch in ("qwen2", "gemma3")}

@@ -12,12 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-import nla_probe.store as store_mod
-from nla_probe.ablation import ablate
-from nla_probe.ablation_result import AblationResult, merge
+import nla_probe.ablate.store as store_mod
+from nla_probe.ablate.engine import ablate
+from nla_probe.ablate.result import AblationResult, merge
+from nla_probe.ablate.spec import Spec
+from nla_probe.ablate.store import Store, StoreWriteError
 from nla_probe.errors import InputError
-from nla_probe.spec import Spec
-from nla_probe.store import Store, StoreWriteError
 
 N_ROWS, N_DOCS, D = 24, 8, 64
 QUOTES = set("\"'\u201c\u201d\u2018\u2019`")
@@ -70,7 +70,7 @@ def rt_result(qwen_pair, acts, tmp_path_factory):
 
 
 def test_roundtrip_matches_a_direct_decode_and_reconstruction(rt_result, qwen_pair, acts):
-    from nla_probe.metrics import mse_nrm, variance_baseline
+    from nla_probe.analysis.metrics import mse_nrm, variance_baseline
 
     _, vecs = acts
     f = rt_result.frame
@@ -144,8 +144,8 @@ def test_shared_work_is_computed_once_and_reruns_reuse_everything(qwen_pair, act
 
 _KILL_SCRIPT = """
 import sys, time
-from nla_probe.ablation import ablate
-from nla_probe.spec import load_spec
+from nla_probe.ablate.engine import ablate
+from nla_probe.ablate.spec import load_spec
 ablate(load_spec(sys.argv[1]), (sys.argv[2], sys.argv[3]), sys.argv[4], out=sys.argv[5], batch_size=4,
        report=False, on_chunk=lambda *a: time.sleep(0.3))
 """
@@ -369,7 +369,7 @@ def test_the_documented_example_kind_runs(qwen_pair, acts, tmp_path):
 @pytest.mark.vllm
 def test_vllm_backend_runs_through_the_engine_and_shares_scores(tmp_path):
     pytest.importorskip("vllm")
-    from nla_probe.fixtures import make_fixture_pair
+    from nla_probe.toy.fixtures import make_fixture_pair
 
     # vLLM's CPU attention needs a head size of at least 32: d_model 128 with 4 heads
     av, ar = make_fixture_pair(tmp_path / "pair", "gemma3", d_model=128)
@@ -396,7 +396,7 @@ def test_vllm_backend_runs_through_the_engine_and_shares_scores(tmp_path):
 def test_result_writer_streams_row_groups_and_checks_columns(tmp_path):
     import pyarrow.parquet as pq
 
-    from nla_probe.ablation import ResultWriter
+    from nla_probe.ablate.engine import ResultWriter
 
     w = ResultWriter(tmp_path / "r.parquet", {"a": "Int64", "b": "Utf8"}, row_group=12)
     for k in range(10):
@@ -414,8 +414,8 @@ def test_result_writer_streams_row_groups_and_checks_columns(tmp_path):
 def test_inputs_variance_shards_and_errors():
     import hashlib
 
-    from nla_probe.ablation_inputs import parse_shard, shard_of, streaming_variance_baseline
-    from nla_probe.metrics import variance_baseline
+    from nla_probe.ablate.inputs import parse_shard, shard_of, streaming_variance_baseline
+    from nla_probe.analysis.metrics import variance_baseline
 
     v = np.random.default_rng(3).normal(size=(9000, 16)).astype(np.float32) + 0.5
     assert streaming_variance_baseline(v) == pytest.approx(variance_baseline(v), rel=1e-9)

@@ -5,8 +5,13 @@ import re
 import polars as pl
 import pytest
 
-from nla_probe.alignment import (align_frame, align_offset, alignment_summary, nearest_boundary_error,
-                                 token_offsets)
+from nla_probe.analysis.alignment import (
+    align_frame,
+    align_offset,
+    alignment_summary,
+    nearest_boundary_error,
+    token_offsets,
+)
 from nla_probe.errors import InputError
 
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nla_probe.arch import embed_scale, final_norm_name, stop_token_ids, text_config, text_model
+from nla_probe.nla.arch import embed_scale, final_norm_name, stop_token_ids, text_config, text_model
 
 
 def test_nested_text_config_is_unwrapped():

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from nla_probe import load_ar, load_av, load_pair
-from nla_probe.checkpoint import inspect_checkpoint
 from nla_probe.errors import ContractError
+from nla_probe.nla.checkpoint import inspect_checkpoint
 
 
 def _copy(src, tmp_path, name):
@@ -115,7 +115,7 @@ def test_config_hidden_size_mismatch(fixture_pairs, tmp_path):
 def test_dtype_policy(fixture_pairs):
     import torch
 
-    from nla_probe.checkpoint import resolve_dtype
+    from nla_probe.nla.checkpoint import resolve_dtype
 
     assert resolve_dtype(None, "cuda:0") == torch.bfloat16
     assert resolve_dtype(None, "cpu") == torch.float32

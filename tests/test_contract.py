@@ -3,8 +3,8 @@ import math
 import pytest
 import yaml
 
-from nla_probe.contract import AR_TEMPLATE, AV_TEMPLATE, parse_sidecar, read_sidecar, sidecar_dict, write_sidecar
 from nla_probe.errors import ContractError
+from nla_probe.nla.contract import AR_TEMPLATE, AV_TEMPLATE, parse_sidecar, read_sidecar, sidecar_dict, write_sidecar
 
 QWEN_AV = {
     "kind": "nla_model", "schema_version": 2, "role": "av", "stage": "rl",

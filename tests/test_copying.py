@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 from rapidfuzz import fuzz
 
-from nla_probe import copying, wordruns
+from nla_probe import copying
+from nla_probe.analysis.stats import cluster_bootstrap_ci, cluster_quantile_ci
 from nla_probe.copying import (
     CopyResult,
     CopySettings,
     WordNormalizer,
-    cluster_quantile_ci,
     copy_detection,
     copy_detection_to_parquet,
     doc_derangement,
@@ -23,9 +23,9 @@ from nla_probe.copying import (
     source_context,
     summarize_copying,
     summarize_spans,
+    wordruns,
 )
 from nla_probe.errors import InputError
-from nla_probe.stats import cluster_bootstrap_ci
 
 
 def _difflib(a, b, alo=0, ahi=None):
@@ -136,7 +136,7 @@ def test_normalizer_rejects_bad_options_and_round_trips():
         WordNormalizer(casefold="yes")
     norm = WordNormalizer(punctuation="split", nfkc=False)
     assert WordNormalizer.from_dict(norm.to_dict()) == norm
-    with pytest.raises(InputError, match="unknown keys"):
+    with pytest.raises(InputError, match="unknown key"):
         WordNormalizer.from_dict({"lowercase": True})
 
 

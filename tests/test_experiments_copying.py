@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 
 import nla_probe.experiments.copying as cp
-from nla_probe.ablation import RunContext, ablate
+from nla_probe.ablate.engine import RunContext, ablate
+from nla_probe.ablate.spec import Spec, load_spec
 from nla_probe.copying import longest_shared_run, null_sources
 from nla_probe.errors import InputError, SpecError
-from nla_probe.spec import Spec, load_spec
 
 N_DOCS, PER_DOC, N_NULL, SEED = 8, 2, 3, 5
 WORDS = ("budget committee hacker systems light energy river stone window garden music paper north winter "
@@ -63,14 +63,14 @@ def _spec(**params) -> dict:
 
 
 def _d_model(pair) -> int:
-    from nla_probe.contract import read_sidecar
+    from nla_probe.nla.contract import read_sidecar
 
     return read_sidecar(pair[0]).d_model
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    from nla_probe.fixtures import make_fixture_pair
+    from nla_probe.toy.fixtures import make_fixture_pair
 
     return make_fixture_pair(tmp_path_factory.mktemp("copy_pair"), "qwen2", seed=0)
 
@@ -234,7 +234,7 @@ def test_missing_source_columns_raise(pair, tmp_path):
 @pytest.mark.parametrize("change, pattern", [
     ({"params": {"ns": [0]}}, "params.ns"),
     ({"params": {"n_null": 0}}, "params.n_null"),
-    ({"params": {"normalizer": {"punct": "strip"}}}, "unknown keys"),
+    ({"params": {"normalizer": {"punct": "strip"}}}, "unknown key"),
     ({"params": {"normalizer": {"punctuation": "drop"}}}, "punctuation"),
     ({"conditions": [{"name": "a", "transforms": [{"name": "prose_only"}]}]}, "not used by kind 'copying'"),
 ])

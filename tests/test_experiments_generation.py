@@ -17,9 +17,9 @@ import nla_probe.experiments.best_of_n as bon
 import nla_probe.experiments.corroborate as corr
 import nla_probe.experiments.length as length
 import nla_probe.experiments.quote_ban as qb
-from nla_probe.ablation import ablate
+from nla_probe.ablate.engine import ablate
+from nla_probe.ablate.spec import Spec, load_spec
 from nla_probe.errors import InputError, SpecError
-from nla_probe.spec import Spec, load_spec
 
 DENOM = 0.9
 TEXTS = (
@@ -34,7 +34,7 @@ TEXTS = (
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    from nla_probe.fixtures import make_fixture_pair
+    from nla_probe.toy.fixtures import make_fixture_pair
 
     root = tmp_path_factory.mktemp("gen_pairs")
     return make_fixture_pair(root / "a", "qwen2", seed=0), make_fixture_pair(root / "b", "qwen2", seed=1)
@@ -46,7 +46,7 @@ def data(pairs):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nla_probe.extraction import extract_activations
+    from nla_probe.nla.extraction import extract_activations
 
     av = pairs[0][0]
     model = AutoModelForCausalLM.from_pretrained(str(av), dtype=torch.float32).eval()
@@ -77,21 +77,23 @@ def _var_nrm(v: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------- corroborate
 
 
-def test_cross_document_derangement_properties():
+def test_rotation_derangement_properties():
+    from nla_probe.copying.nulls import rotation_derangement
+
     docs = ["a"] * 3 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2
-    p, same = corr.cross_document_derangement(docs, seed=5)
+    p, same = rotation_derangement(docs, seed=5)
     assert sorted(p.tolist()) == list(range(10))
     assert all(p[j] != j for j in range(10))
     assert same == 0 and all(docs[j] != docs[p[j]] for j in range(10))
-    assert corr.cross_document_derangement(docs, seed=5)[0].tolist() == p.tolist()
-    assert corr.cross_document_derangement(docs, seed=6)[0].tolist() != p.tolist()
+    assert rotation_derangement(docs, seed=5)[0].tolist() == p.tolist()
+    assert rotation_derangement(docs, seed=6)[0].tolist() != p.tolist()
     # One document holds more than half the rows: still a derangement, some pairs share it.
     dom = ["a"] * 5 + ["b", "c"]
-    q, same = corr.cross_document_derangement(dom, seed=0)
+    q, same = rotation_derangement(dom, seed=0)
     assert all(q[j] != j for j in range(7)) and sorted(q.tolist()) == list(range(7))
     assert same == sum(dom[j] == dom[q[j]] for j in range(7)) >= 3
     with pytest.raises(InputError, match="at least 2"):
-        corr.cross_document_derangement(["a"], seed=0)
+        rotation_derangement(["a"], seed=0)
 
 
 def test_source_context():
@@ -146,8 +148,8 @@ def test_corroborate_spec_checks():
 
 
 def test_best_of_n_run_with_verifier(pairs, data, tmp_path):
-    from nla_probe.checkpoint import load_ar
-    from nla_probe.metrics import mse_nrm
+    from nla_probe.analysis.metrics import mse_nrm
+    from nla_probe.nla.checkpoint import load_ar
 
     frame, vecs = data
     conds = [{"name": "greedy", "params": {"n": 0}}, {"name": "N1", "params": {"n": 1}},
@@ -189,7 +191,7 @@ def test_best_of_n_verifier_from_base_model(pairs, data, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nla_probe.extraction import extract_activations
+    from nla_probe.nla.extraction import extract_activations
 
     frame, vecs = data
     base_b = pairs[1][0]  # pair B's AV directory holds a full causal LM
@@ -204,8 +206,8 @@ def test_best_of_n_verifier_from_base_model(pairs, data, tmp_path):
     gold_b = extract_activations(model, tok, list(TEXTS), [f"doc{i}" for i in range(6)], 2, n_per_doc=2,
                                  min_position=2, seed=0)
     gold_b = np.asarray(gold_b["activation_vector"].to_list(), dtype=np.float32)
-    from nla_probe.checkpoint import load_ar
-    from nla_probe.metrics import mse_nrm
+    from nla_probe.analysis.metrics import mse_nrm
+    from nla_probe.nla.checkpoint import load_ar
 
     ver = load_ar(pairs[1][1])
     pred = ver.reconstruct(f["text"].to_list(), on_overflow="truncate")
@@ -222,9 +224,9 @@ def test_best_of_n_verifier_from_base_model(pairs, data, tmp_path):
 
 def test_best_of_n_verifier_data_with_main_row(pairs, data, tmp_path):
     """A verifier parquet in another row order with a ``main_row`` column and two rows missing."""
-    from nla_probe.checkpoint import load_ar
-    from nla_probe.extraction import write_activations
-    from nla_probe.metrics import mse_nrm
+    from nla_probe.analysis.metrics import mse_nrm
+    from nla_probe.nla.checkpoint import load_ar
+    from nla_probe.nla.extraction import write_activations
 
     frame, vecs = data
     gold = vecs[:, ::-1].copy()  # any other gold of the same width
@@ -276,7 +278,7 @@ def test_quote_ban_leaves_no_banned_character(pairs, data, tmp_path):
     free = "".join(f.filter(pl.col("condition") == "none")["text"].to_list())
     assert any(ch in quote_chars for ch in free), "precondition: the unbanned decodes contain quotes"
     banned = f.filter(pl.col("condition") == "ds")
-    from nla_probe.delimiters import resolve_chars
+    from nla_probe.text.delimiters import resolve_chars
 
     chars = resolve_chars(["quotes"])
     assert all(not (set(t) & chars) for t in banned["text"].to_list())
@@ -338,13 +340,13 @@ def test_spec_files_run_on_the_fixture(name, pairs, data, tmp_path):
 def test_quote_ban_on_the_toy_pair(tmp_path):
     """The bar: on the toy pair the double+single ban leaves no banned character in any decode."""
     from nla_probe import defaults
-    from nla_probe.checkpoint import load_av
-    from nla_probe.delimiters import resolve_chars
     from nla_probe.hooks import BanChars
+    from nla_probe.nla.checkpoint import load_av
+    from nla_probe.text.delimiters import resolve_chars
 
     if not defaults.toy_pair_present():
         pytest.skip("toy pair not built")
-    from nla_probe.extraction import read_activations
+    from nla_probe.nla.extraction import read_activations
 
     _, vecs = read_activations(defaults.toy_eval_path())
     vecs = vecs[:48]

@@ -18,12 +18,18 @@ import nla_probe.experiments.adjacent_layer  # noqa: F401  (registers the kinds)
 import nla_probe.experiments.cross_family  # noqa: F401
 import nla_probe.experiments.layer_sweep  # noqa: F401
 import nla_probe.experiments.ridge  # noqa: F401
+from nla_probe.ablate.spec import Spec
 from nla_probe.errors import InputError, SpecError
 from nla_probe.experiments.adjacent_layer import additive_bound, adjacent_table, bound_verdict, triangle_bound
 from nla_probe.experiments.cross_family import transfer_matrix
-from nla_probe.experiments.layer_sweep import (clc_matrix, gaussian_rows, reconstruction_consistency, rowwise_cos,
-                                               shuffle_pairs, sweep_tests)
-from nla_probe.spec import Spec
+from nla_probe.experiments.layer_sweep import sweep_tests
+from nla_probe.experiments.vector_common import (
+    clc_matrix,
+    gaussian_rows,
+    reconstruction_consistency,
+    rowwise_cos,
+    shuffle_pairs,
+)
 
 TEXTS = ["The committee met on Tuesday to discuss the budget for next year and the plan after it.",
          "She said no twice, then walked out of the room without a word to anyone at all.",
@@ -138,7 +144,7 @@ class _FakeVerbalizer:
 
 @pytest.fixture
 def fake_av(monkeypatch):
-    from nla_probe.ablation import PairHandle
+    from nla_probe.ablate.engine import PairHandle
 
     monkeypatch.setattr(PairHandle, "verbalizer", property(lambda self: _FakeVerbalizer()))
 
@@ -149,7 +155,7 @@ def world(fixture_pairs, tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nla_probe import load_pair
-    from nla_probe.extraction import extract_activations, write_activations
+    from nla_probe.nla.extraction import extract_activations, write_activations
 
     root = tmp_path_factory.mktemp("vector")
     bases = {}
@@ -179,7 +185,7 @@ def _block(model, tok, text, pos, layer):
 
 
 def _run(spec_dict, world, out, report=False):
-    from nla_probe.ablation import ablate
+    from nla_probe.ablate.engine import ablate
 
     spec = Spec.from_dict({"seed": 0, "sampling": {"max_new_tokens": 4}, "metrics": {"n_boot": 50}, **spec_dict})
     res = ablate(spec, tuple(world["dirs"]["qwen2"]), world["data"], out=out, batch_size=3, report=report)
@@ -215,8 +221,8 @@ def test_adjacent_layer_rows_recomputed(world, fake_av, tmp_path):
 
 
 def test_layer_sweep_rows_recomputed(world, fake_av, tmp_path):
+    from nla_probe.analysis.metrics import recall_at_k, variance_baseline
     from nla_probe.experiments.layer_sweep import LayerSweep
-    from nla_probe.metrics import recall_at_k, variance_baseline
 
     av = str(world["dirs"]["qwen2"][0])
     spec, f = _run({"experiment": {"name": "sweep", "kind": "layer_sweep"},
@@ -255,10 +261,10 @@ def test_layer_sweep_rows_recomputed(world, fake_av, tmp_path):
 
 
 def test_cross_family_and_ridge_rows_recomputed(world, fake_av, tmp_path):
-    from nla_probe.ablation import ablate
+    from nla_probe.ablate.engine import ablate
+    from nla_probe.analysis.metrics import variance_baseline
     from nla_probe.experiments.cross_family import CrossFamily
     from nla_probe.experiments.ridge import Ridge
-    from nla_probe.metrics import variance_baseline
 
     q_av, g_av = str(world["dirs"]["qwen2"][0]), str(world["dirs"]["gemma3"][0])
     fam = {"base_model": q_av, "other_av": g_av, "other_ar": str(world["dirs"]["gemma3"][1]),
@@ -305,7 +311,7 @@ def test_cross_family_and_ridge_rows_recomputed(world, fake_av, tmp_path):
 
 
 def test_ridge_refuses_overlapping_training_documents(world, fake_av, tmp_path):
-    from nla_probe.ablation import ablate
+    from nla_probe.ablate.engine import ablate
 
     q_av, g_av = str(world["dirs"]["qwen2"][0]), str(world["dirs"]["gemma3"][0])
     corpus = tmp_path / "train.jsonl"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nla_probe.errors import InputError
-from nla_probe.extraction import extract_activations, read_activations, sample_positions, write_activations
+from nla_probe.nla.extraction import extract_activations, read_activations, sample_positions, write_activations
 
 DOCS = ["The committee met on Tuesday to discuss the budget for next year. " * 4,
         "A hacker is a person who enjoys exploring the details of systems. " * 5,

@@ -1,32 +1,44 @@
 """Generation hooks: ban resolution (bytes, partial pieces, cache), length controls, specs, HF decodes."""
 
 import json
-from collections import Counter
 import math
 import random
 import warnings
+from collections import Counter
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nla_probe.delimiters import resolve_chars
 from nla_probe.errors import InputError, SpecError, UnknownNameError
-from nla_probe.fixtures import make_fixture_pair
-from nla_probe.generation import CLOSE_TAG, HookContext, Sampling, decodes_to_frame, length_limits
 from nla_probe.hooks import (
-    BanChars, Hook, LengthPenalty, MaxNewTokens, MinNewTokens, _AddBias, _StepBonus, end_token_ids,
-    hook_from_spec, hooks_from_spec, hooks_to_spec, length_bonus, list_hooks, merge_vllm_kwargs, register_hook,
+    BanChars,
+    Hook,
+    LengthPenalty,
+    MaxNewTokens,
+    MinNewTokens,
+    end_token_ids,
+    hook_from_spec,
+    hooks_from_spec,
+    hooks_to_spec,
+    length_bonus,
+    list_hooks,
+    merge_vllm_kwargs,
+    register_hook,
 )
-from nla_probe.token_bans import ban_ids, byte_alphabet, cache_info, clear_cache, resolve_ban, token_bytes
+from nla_probe.hooks.base import _AddBias, _StepBonus
+from nla_probe.hooks.token_bans import ban_ids, byte_alphabet, cache_info, clear_cache, resolve_ban, token_bytes
+from nla_probe.nla.generation import CLOSE_TAG, HookContext, Sampling, decodes_to_frame, length_limits
+from nla_probe.text.delimiters import resolve_chars
+from nla_probe.toy.fixtures import make_fixture_pair
 
 QUOTES = resolve_chars("quotes")
 
 
 @pytest.fixture(scope="module")
 def av(tmp_path_factory):
-    from nla_probe.checkpoint import load_av
+    from nla_probe.nla.checkpoint import load_av
 
     av_dir, _ = make_fixture_pair(tmp_path_factory.mktemp("hooks"), "gemma3", d_model=128)
     return load_av(av_dir)

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from nla_probe.errors import InputError
-from nla_probe.layers import (LazyBase, cached_layers, decode_vectors, encode_vectors, extract_layers, parse_layers,
-                              resolve_base_dir)
+from nla_probe.nla.layers import (
+    LazyBase,
+    cached_layers,
+    decode_vectors,
+    encode_vectors,
+    extract_layers,
+    parse_layers,
+    resolve_base_dir,
+)
 
 TEXTS = ["The committee met on Tuesday to discuss the budget for next year and the plan.",
          "She said no twice, then walked out of the room without a word.",
@@ -25,7 +32,7 @@ def base(fixture_pairs):
 
 @pytest.fixture(scope="module")
 def frame(base):
-    from nla_probe.extraction import extract_activations
+    from nla_probe.nla.extraction import extract_activations
 
     _, model, tok = base
     return extract_activations(model, tok, TEXTS, ["a", "b", "c"], 2, n_per_doc=3, min_position=2)

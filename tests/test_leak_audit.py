@@ -3,12 +3,19 @@
 import pytest
 
 from nla_probe.errors import InputError, UnknownNameError
-from nla_probe.generation import Decode
 from nla_probe.hooks import BanChars
-from nla_probe.leak_audit import (
-    FamilyUse, audit_conditions, audit_decodes, audit_text, banned_families, count_chars, leak_columns,
-    substitution_matrix, usage_table,
+from nla_probe.hooks.leak_audit import (
+    FamilyUse,
+    audit_conditions,
+    audit_decodes,
+    audit_text,
+    banned_families,
+    count_chars,
+    leak_columns,
+    substitution_matrix,
+    usage_table,
 )
+from nla_probe.nla.generation import Decode
 
 
 def _dec(row, text, hooks=()):

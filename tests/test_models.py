@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nla_probe.errors import InputError
-from nla_probe.generation import parse_explanation
-from nla_probe.injection import find_injection_site
+from nla_probe.nla.generation import parse_explanation
+from nla_probe.nla.injection import find_injection_site
 
 
 @pytest.fixture(params=["qwen2", "gemma3"])

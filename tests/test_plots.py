@@ -1,4 +1,4 @@
-"""Tests of nla_probe.plots: every builder renders a real PNG; bad frames raise."""
+"""Tests of nla_probe.ablate.plots: every builder renders a real PNG; bad frames raise."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from nla_probe import plots
+from nla_probe.ablate import plots
 from nla_probe.errors import InputError
 
 
@@ -88,6 +88,6 @@ def test_missing_column_empty_frame_and_bad_path_raise(tmp_path):
 
 
 def test_import_does_not_load_plotnine():
-    code = "import sys, nla_probe.plots; print('plotnine' in sys.modules, 'pandas' in sys.modules)"
+    code = "import sys, nla_probe.ablate.plots; print('plotnine' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

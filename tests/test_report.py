@@ -1,4 +1,4 @@
-"""Tests of nla_probe.report: tables with CIs and counts, figure links, definitions, provenance, BH."""
+"""Tests of nla_probe.ablate.markdown: tables with CIs and counts, figure links, definitions, provenance, BH."""
 
 import json
 import re
@@ -9,8 +9,8 @@ import pytest
 import scipy.stats
 from PIL import Image
 
+from nla_probe.ablate.markdown import CAVEATS, Definitions, Report, ReportSection, format_ci, markdown_table
 from nla_probe.errors import InputError
-from nla_probe.report import CAVEATS, Definitions, Report, ReportSection, format_ci, markdown_table
 
 
 def _png(path):

@@ -5,9 +5,17 @@ import math
 import numpy as np
 import pytest
 
+from nla_probe.analysis.ridge import (
+    crossover,
+    crossover_ci,
+    fit_ridge,
+    group_folds,
+    loglinear_fit,
+    scaling_curve,
+    select_alpha,
+    unit_rows,
+)
 from nla_probe.errors import InputError
-from nla_probe.ridge import (crossover, crossover_ci, fit_ridge, group_folds, loglinear_fit, scaling_curve,
-                             select_alpha, unit_rows)
 
 
 def _data(n, d_in, d_out, seed=0):

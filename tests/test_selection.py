@@ -1,4 +1,4 @@
-"""Tests of nla_probe.selection against hand-computed and brute-force values."""
+"""Tests of nla_probe.analysis.selection against hand-computed and brute-force values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from nla_probe.analysis.selection import check_ns, prefix_best, prefix_best_index, selection_rank, subset_best, take
 from nla_probe.errors import InputError
-from nla_probe.selection import check_ns, prefix_best, prefix_best_index, selection_rank, subset_best, take
 
 # One activation, five candidates.  Selection order (best first): 4 (0.9), 1 (0.5, lower index
 # wins the tie with 3), 3 (0.5), 0 (0.2), 2 (0.1).

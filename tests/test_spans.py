@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nla_probe.errors import InputError, UnknownNameError
-from nla_probe.spans import Problem, Span, find_spans, parse_raw, sentence_bounds
+from nla_probe.text.spans import Problem, Span, find_spans, parse_raw, sentence_bounds
 
 # In the style of the released Qwen-7B L20 worked examples (paragraphs separated by blank lines).
 RELEASED_STYLE = (

@@ -1,15 +1,15 @@
 """Ablation specs: TOML round trips, validation errors that name the key and list valid choices."""
 
 import math
-import tomllib
 
 import pytest
+import tomllib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nla_probe.ablate.spec import SCHEMA_VERSION, Spec, list_specs, load_spec
+from nla_probe.ablate.toml_writer import dumps_toml
 from nla_probe.errors import SpecError
-from nla_probe.spec import SCHEMA_VERSION, Spec, list_specs, load_spec
-from nla_probe.toml_writer import dumps_toml
 
 MINIMAL = {
     "experiment": {"name": "t", "kind": "redaction"},

@@ -1,4 +1,4 @@
-"""Tests of nla_probe.stats: clustered bootstrap, paired Wilcoxon, BH, tidy-frame helpers."""
+"""Tests of nla_probe.analysis.stats: clustered bootstrap, paired Wilcoxon, BH, tidy-frame helpers."""
 
 import warnings
 
@@ -7,8 +7,7 @@ import polars as pl
 import pytest
 import scipy.stats
 
-from nla_probe.errors import InputError
-from nla_probe.stats import (
+from nla_probe.analysis.stats import (
     CI,
     bh_across,
     bh_adjust,
@@ -17,6 +16,7 @@ from nla_probe.stats import (
     paired_difference,
     summarize,
 )
+from nla_probe.errors import InputError
 
 # ------------------------------------------------------------------------------ bootstrap CI
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-import nla_probe.store as store_mod
+import nla_probe.ablate.store as store_mod
+from nla_probe.ablate.store import Store, StoreWriteError, content_key
 from nla_probe.errors import NLAProbeError
-from nla_probe.store import Store, StoreWriteError, content_key
 
 
 def test_content_key_is_canonical():

@@ -7,9 +7,16 @@ import polars as pl
 import pytest
 
 from nla_probe.errors import InputError, UnknownNameError
-from nla_probe.surgery import (ATTRIBUTION_COLUMNS, SCORE_COLUMNS, redaction_grid, resolve_variants,
-                               score_variants, span_attribution, summarize_variants)
-from nla_probe.transforms import Identity, ProseOnly, ReplaceSpans, SpansOnly, from_spec
+from nla_probe.surgery import Identity, ProseOnly, ReplaceSpans, SpansOnly, from_spec
+from nla_probe.surgery.scoring import (
+    ATTRIBUTION_COLUMNS,
+    SCORE_COLUMNS,
+    redaction_grid,
+    resolve_variants,
+    score_variants,
+    span_attribution,
+    summarize_variants,
+)
 
 EXPLANATIONS = [
     "Final token \"Cloud\" ends a phrase (\"created by 'Qwen'\"), the students' choice.\n\n"
@@ -22,7 +29,7 @@ B = 0.7335
 
 @pytest.fixture(scope="module")
 def ar(fixture_pairs):
-    from nla_probe.checkpoint import load_ar
+    from nla_probe.nla.checkpoint import load_ar
 
     return load_ar(fixture_pairs["qwen2"][1])
 

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nla_probe.checkpoint import load_pair
-from nla_probe.contract import AV_TEMPLATE, read_sidecar
+from nla_probe.nla.checkpoint import load_pair
+from nla_probe.nla.contract import AV_TEMPLATE, read_sidecar
 from nla_probe.toy import build
 from nla_probe.toy.evaluate import derangement
 

@@ -3,9 +3,9 @@
 import numpy as np
 import polars as pl
 
-from nla_probe.checkpoint import load_pair
+from nla_probe.analysis.metrics import mse_nrm, variance_baseline
 from nla_probe.defaults import TOY_DIR, toy_eval_path, toy_pair_dirs
-from nla_probe.metrics import mse_nrm, variance_baseline
+from nla_probe.nla.checkpoint import load_pair
 from nla_probe.toy.corpus import default_corpus_path, load_corpus
 
 FAMILIES = ("qwen_small", "qwen_tiny")

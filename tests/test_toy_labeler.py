@@ -2,7 +2,7 @@
 
 import collections
 
-from nla_probe.spans import find_spans
+from nla_probe.text.spans import find_spans
 from nla_probe.toy.labeler import QUOTE_STYLES, guess_genre, label, position_phrase, token_kind
 
 

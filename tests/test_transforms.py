@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nla_probe import transforms as T
+from nla_probe import surgery as T
 from nla_probe.errors import InputError, SpecError, UnknownNameError
-from nla_probe.spans import find_spans, sentence_bounds
-from nla_probe.transforms_functional import ENGLISH_WORDS, vocab_from_tokenizer
+from nla_probe.surgery.functional import ENGLISH_WORDS, vocab_from_tokenizer
+from nla_probe.text.spans import find_spans, sentence_bounds
 
 EX = ("Final token \"Cloud\" ends a phrase (\"created by 'Qwen'\"), the students' choice. Don't \"stop.\n"
       "Next line \u201ccurly\u201d here.")
@@ -262,7 +262,7 @@ def test_register_transform():
         with pytest.raises(InputError, match="already registered"):
             T.register_transform(type("Other", (Reverse,), {}))
     finally:
-        T._REGISTRY.pop("test_reverse")
+        T.base._REGISTRY.pop("test_reverse")
 
 
 # ------------------------------------------------------------------------------------------ properties

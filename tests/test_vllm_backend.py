@@ -13,13 +13,13 @@ import torch
 
 pytest.importorskip("vllm")
 
-from nla_probe.checkpoint import load_av  # noqa: E402
 from nla_probe.defaults import toy_eval_path, toy_pair_dirs  # noqa: E402
-from nla_probe.delimiters import resolve_chars  # noqa: E402
 from nla_probe.errors import InputError  # noqa: E402
-from nla_probe.fixtures import make_fixture_pair  # noqa: E402
-from nla_probe.generation import Sampling  # noqa: E402
 from nla_probe.hooks import BanChars, LengthPenalty, MaxNewTokens, MinNewTokens  # noqa: E402
+from nla_probe.nla.checkpoint import load_av  # noqa: E402
+from nla_probe.nla.generation import Sampling  # noqa: E402
+from nla_probe.text.delimiters import resolve_chars  # noqa: E402
+from nla_probe.toy.fixtures import make_fixture_pair  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -52,7 +52,7 @@ def _vectors(n, d, seed=1):
     """``n`` held-out toy activations (a seeded sample) with the toy pair, else Gaussian vectors."""
     if (toy_pair_dirs()[0] / "nla_meta.yaml").is_file() and toy_eval_path().is_file():
         if not _POOL:
-            from nla_probe.extraction import read_activations
+            from nla_probe.nla.extraction import read_activations
 
             _POOL.append(torch.as_tensor(read_activations(toy_eval_path())[1]))
         pool = _POOL[0]
@@ -146,7 +146,7 @@ def test_clamped_logit_bias_still_forbids_banned_tokens(av, hf, vl):
 
 
 def test_sampling_is_seeded_per_request(av, vl):
-    from nla_probe.backends.vllm import request_seed
+    from nla_probe.nla.backends.vllm import request_seed
 
     v = _vectors(6, av.contract.d_model, seed=5)
     a = vl.verbalize(v, max_new_tokens=12, do_sample=True, seed=7)
@@ -157,7 +157,7 @@ def test_sampling_is_seeded_per_request(av, vl):
 
 
 def test_backend_options_and_provenance(av, vl):
-    from nla_probe.backends.vllm import VLLMBackend
+    from nla_probe.nla.backends.vllm import VLLMBackend
 
     with pytest.raises(InputError, match="'model'.*set by the backend"):
         VLLMBackend(av, model="elsewhere")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import core
+from nla_probe.cli import core
 
 app = typer.Typer(
     name="nla-probe",
@@ -31,7 +31,7 @@ def main() -> None:
     """Console-script entry point: runs the app and turns nla-probe errors into one-line messages."""
     import sys
 
-    from ..errors import NLAProbeError
+    from nla_probe.errors import NLAProbeError
 
     try:
         app()

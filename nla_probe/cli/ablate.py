@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import defaults
+from nla_probe import defaults
 
 
 def _backend_options(items: Optional[list[str]]) -> dict:
@@ -74,8 +74,8 @@ def ablate(
     no_report: Annotated[bool, typer.Option("--no-report", help="Store results only (e.g. on shards).")] = False,
 ) -> None:
     """Run ablation experiments: decode, edit, reconstruct, score; write results, statistics and report.md."""
-    from ..ablation import ablate as run
-    from ..errors import InputError
+    from nla_probe.ablate.engine import ablate as run
+    from nla_probe.errors import InputError
 
     if (av is None) != (ar is None):
         raise InputError("--av and --ar: give both checkpoint directories or neither (neither = the toy pair)")
@@ -84,7 +84,7 @@ def ablate(
         limit = defaults.DEFAULT_SUITE_LIMIT
         typer.echo(f"default suite {', '.join(defaults.DEFAULT_SUITE)} on the first {limit} activations "
                    "(--limit N to change)")
-    from ..spec import load_spec
+    from nla_probe.ablate.spec import load_spec
 
     loaded = [load_spec(s) for s in spec_args]  # validate every spec before any work
     denom = _denominator(denominator)
@@ -127,7 +127,7 @@ def report(
     to: Annotated[Optional[Path], typer.Option("--to", help="Write the report here instead of into OUT.")] = None,
 ) -> None:
     """Rebuild report.md, figures and tables from stored results (no model needed)."""
-    from ..ablation_result import AblationResult
+    from nla_probe.ablate.result import AblationResult
 
     path = AblationResult.load(out).write_report(to)
     typer.echo(f"report: {path}")
@@ -139,7 +139,7 @@ def merge(
     no_report: Annotated[bool, typer.Option("--no-report", help="Merge results only.")] = False,
 ) -> None:
     """Join shard outputs into one result set (checks they ran the same specs, pair and data)."""
-    from ..ablation_result import merge as do_merge
+    from nla_probe.ablate.result import merge as do_merge
 
     result = do_merge(shards, out, report=not no_report)
     n = sum(v["n_selected"] for v in result.info["selection"].values())

@@ -25,7 +25,7 @@ def inspect(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow custom model code from the checkpoint.")] = False,
 ) -> None:
     """Validate a checkpoint against the NLA contract (without loading weights) and print it."""
-    from ..checkpoint import inspect_checkpoint
+    from nla_probe.nla.checkpoint import inspect_checkpoint
 
     info = inspect_checkpoint(directory, trust_remote_code=trust_remote_code)
     if as_json:
@@ -63,9 +63,9 @@ def verbalize(
     """Decode explanations for activation vectors with an AV."""
     import polars as pl
 
-    from ..checkpoint import load_av
-    from ..extraction import read_activations
-    from ..generation import decodes_to_frame
+    from nla_probe.nla.checkpoint import load_av
+    from nla_probe.nla.extraction import read_activations
+    from nla_probe.nla.generation import decodes_to_frame
 
     a = load_av(av, dtype=dtype, device=device)
     frame, vecs = read_activations(data, d_model=a.contract.d_model)
@@ -73,7 +73,7 @@ def verbalize(
         frame, vecs = frame.head(limit), vecs[:limit]
     hooks = []
     if ban:
-        from ..hooks import BanChars
+        from nla_probe.hooks import BanChars
 
         hooks.append(BanChars(families=tuple(ban)))
     decodes = a.verbalizer(backend=backend).verbalize(vecs, max_new_tokens=max_new_tokens, do_sample=sample,
@@ -102,10 +102,10 @@ def reconstruct(
     import numpy as np
     import polars as pl
 
-    from ..checkpoint import load_ar
-    from ..errors import InputError
-    from ..extraction import read_activations
-    from ..metrics import cosine, fve_nrm, mse_nrm, variance_baseline
+    from nla_probe.analysis.metrics import cosine, fve_nrm, mse_nrm, variance_baseline
+    from nla_probe.errors import InputError
+    from nla_probe.nla.checkpoint import load_ar
+    from nla_probe.nla.extraction import read_activations
 
     frame = pl.read_parquet(texts) if texts.suffix == ".parquet" else pl.read_ndjson(texts)
     if column not in frame.columns:
@@ -149,8 +149,8 @@ def extract(
     import polars as pl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..checkpoint import resolve_dtype
-    from ..extraction import extract_activations, write_activations
+    from nla_probe.nla.checkpoint import resolve_dtype
+    from nla_probe.nla.extraction import extract_activations, write_activations
 
     if texts.suffix in (".jsonl", ".ndjson"):
         f = pl.read_ndjson(texts)
@@ -177,7 +177,7 @@ def bench(
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
 ) -> None:
     """Measure throughput side by side in one run and print the ratios against their targets."""
-    from ..benchmarks.runner import run_benchmarks
+    from nla_probe.bench.runner import run_benchmarks
 
     run_benchmarks(av=av, ar=ar, n=n, only=only, backends=tuple(backend or ("hf",)), device=device, out=out)
 
@@ -188,7 +188,7 @@ def fixtures(
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
 ) -> None:
     """Write a tiny random-weight NLA pair in the released layout (for trying the tools)."""
-    from ..fixtures import make_fixture_pair
+    from nla_probe.toy.fixtures import make_fixture_pair
 
     av_dir, ar_dir = make_fixture_pair(out, arch, seed=seed)
     typer.echo(f"AV: {av_dir}\nAR: {ar_dir}")
@@ -201,7 +201,7 @@ toy_app = typer.Typer(help="The embedded toy NLA pair.", no_args_is_help=True)
                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def toy_build(ctx: typer.Context) -> None:
     """Rebuild the toy pairs from the committed corpus (resumable; `--smoke` for a 2-minute build; --help for options)."""
-    from ..toy.build import main as build_main
+    from nla_probe.toy.build import main as build_main
 
     raise typer.Exit(build_main(ctx.args))
 

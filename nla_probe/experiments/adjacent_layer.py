@@ -2,7 +2,7 @@
 
 Each condition has a layer ``offset`` o (``params.offset``; the baseline must have o = 0).  For
 every evaluation position the base model's activation at layer K+o is re-extracted
-(:mod:`nla_probe.layers`; o = 0 uses the file's own vector v_K), verbalized by the AV,
+(:mod:`nla_probe.nla.layers`; o = 0 uses the file's own vector v_K), verbalized by the AV,
 reconstructed by the AR and scored against the layer-K truth v_K with the pair's own FVE
 denominator.
 
@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SpecError
-from ..spec import REQUIRED, Field
-from . import ExperimentKind, register_experiment
-from ..layers import LazyBase
-from .layer_sweep import LAYER_PARAMS, rowwise_cos, spec_sampling, sub_chunk
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import REQUIRED, Field
+from nla_probe.errors import InputError, SpecError
+from nla_probe.experiments.layer_sweep import LAYER_PARAMS
+from nla_probe.experiments.vector_common import rowwise_cos, spec_sampling, sub_chunk
+from nla_probe.nla.layers import LazyBase
 
 
 def additive_bound(mse_intrinsic: Any, mse_offset: Any) -> np.ndarray:
@@ -97,9 +98,9 @@ class AdjacentLayer(ExperimentKind):
             raise SpecError(f"conditions: offset(s) {dup} appear more than once")
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..layers import cached_layers
-        from ..metrics import mse_nrm
-        from .layer_sweep import chunk_frame
+        from nla_probe.analysis.metrics import mse_nrm
+        from nla_probe.experiments.vector_common import chunk_frame
+        from nla_probe.nla.layers import cached_layers
 
         base = LazyBase(spec.params["base_model"], ctx.handle.av_dir)
         K = ctx.handle.contract.layer
@@ -149,7 +150,7 @@ class AdjacentLayer(ExperimentKind):
         return "\n".join(lines)
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         return ([CAVEATS["greedy"]] if not spec.sampling.do_sample else []) + [
             "The additive bound assumes the NLA's error on v_{K±1} equals its error on v_K and is uncorrelated "
@@ -164,7 +165,7 @@ def adjacent_table(frame: Any, n_boot: int = 2000, level: float = 0.95, seed: in
     additive and triangle bounds, observed − additive bound [CI] and its verdict, share below."""
     import polars as pl
 
-    from ..stats import cluster_bootstrap_ci
+    from nla_probe.analysis.stats import cluster_bootstrap_ci
 
     rows = []
     for (cond,), g in frame.group_by(["condition"], maintain_order=True):
@@ -192,8 +193,8 @@ def adjacent_report(spec: Any, frame: Any, out_dir: Path) -> list:
     """Report section: the bound table and a figure of observed − bound per condition."""
     import polars as pl
 
-    from ..plots import condition_bars, save_png
-    from ..report import ReportSection
+    from nla_probe.ablate.markdown import ReportSection
+    from nla_probe.ablate.plots import condition_bars, save_png
 
     m = spec.metrics
     t = adjacent_table(frame, m.n_boot, m.level, spec.seed)

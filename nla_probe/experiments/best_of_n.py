@@ -8,7 +8,7 @@ samples from the store.  ``K`` is the largest ``n`` among the conditions.
 Each condition (``[conditions.params]``) is one selection rule:
 
 * ``n`` — the number of candidates: the first ``n`` samples (**prefix-N**, see
-  :mod:`nla_probe.selection`); ``n = 0`` is the greedy decode instead (no sampling).
+  :mod:`nla_probe.analysis.selection`); ``n = 0`` is the greedy decode instead (no sampling).
 * ``select_by`` — who picks the winner: ``"ar"`` (default), the pair's own AR, i.e. the AR that
   also defines the metric (highest per-sample ``fve_nrm``), or ``"verifier"``.
 
@@ -22,7 +22,7 @@ pair's AR.  Extra columns:
   difference between the gain of the selecting AR and the verifier's gain from ``n = 1`` to ``n``
   is the selection bias of using the metric's own AR as the selector.
 * ``fve_subsets`` / ``verifier_fve_subsets`` — the all-subsets estimator
-  (:func:`nla_probe.selection.subset_best`): expected FVE of the winner of a random ``n``-subset of
+  (:func:`nla_probe.analysis.selection.subset_best`): expected FVE of the winner of a random ``n``-subset of
   all ``K`` samples (lower variance than the prefix; same expectation).
 
 Verifier (``[params]``):
@@ -33,10 +33,10 @@ Verifier (``[params]``):
   ``main_row`` column (the row of the data file each row is aligned to; data rows without one get
   no verifier score) — as the toy's second-family ``eval.parquet`` — or row-aligned with the data
   file (row i = the activation of row i's document at the position aligned by character offset,
-  see :mod:`nla_probe.alignment`).
+  see :mod:`nla_probe.analysis.alignment`).
 * ``verifier_base_model`` — or the verifier family's base LM (``"auto"`` =
   ``<verifier_ar>/../base``, the toy layout): its layer-K vectors are extracted at the positions
-  aligned by character offset (:func:`nla_probe.alignment.align_frame`, cached in the store);
+  aligned by character offset (:func:`nla_probe.analysis.alignment.align_frame`, cached in the store);
   ``verifier_align_error`` records the character offset of each aligned position, and
   ``verifier_max_position`` (>= 0) leaves rows whose aligned token index exceeds it without a
   verifier score (e.g. positions beyond the verifier base LM's training context).
@@ -58,9 +58,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SpecError
-from ..spec import Field
-from . import ExperimentKind, register_experiment
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import Field
+from nla_probe.errors import InputError, SpecError
 
 SELECTORS = ("ar", "verifier")
 #: Column of a ``verifier_data`` parquet holding, per row, the row of the data file it is aligned to.
@@ -73,7 +73,7 @@ def resolve_path(value: str) -> Path:
     p = Path(value)
     if p.is_absolute() or p.exists():
         return p
-    from ..defaults import REPO_ROOT
+    from nla_probe.defaults import REPO_ROOT
 
     return REPO_ROOT / p
 
@@ -109,8 +109,8 @@ class Verifier:
 
     def __init__(self, path: str, ctx: Any, data_path: str = "", base_model: str = "", denominator: Any = "auto",
                  max_position: int = -1):
-        from ..contract import read_sidecar
-        from ..identity import checkpoint_identity
+        from nla_probe.nla.contract import read_sidecar
+        from nla_probe.nla.identity import checkpoint_identity
 
         self.path = resolve_path(path)
         self.ctx = ctx
@@ -137,7 +137,7 @@ class Verifier:
         self.denominator = self._denominator(denominator)
 
     def _from_file(self, data_path: str, main: Any, ids: list[int]) -> tuple[np.ndarray, str]:
-        from ..extraction import read_activations
+        from nla_probe.nla.extraction import read_activations
 
         p = resolve_path(data_path)
         frame, vecs = read_activations(p, d_model=self.contract.d_model)
@@ -162,8 +162,8 @@ class Verifier:
         return vecs, f"vectors from {p} ({how})"
 
     def _from_base(self, base_model: str, main: Any, ids: list[int]) -> tuple[np.ndarray, str]:
-        from ..alignment import align_frame
-        from ..layers import LazyBase, cached_layers
+        from nla_probe.analysis.alignment import align_frame
+        from nla_probe.nla.layers import LazyBase, cached_layers
 
         base = LazyBase(base_model, self.path, "params.verifier_base_model")
         k = self.contract.layer
@@ -182,7 +182,7 @@ class Verifier:
                 f"layer-{k} vectors of {base.path} at the positions aligned by character offset")
 
     def _denominator(self, setting: Any) -> tuple[float, str]:
-        from ..metrics import get_denominator, variance_baseline
+        from nla_probe.analysis.metrics import get_denominator, variance_baseline
 
         if isinstance(setting, (int, float)):
             return float(setting), "a number given in the spec"
@@ -204,7 +204,7 @@ class Verifier:
     @property
     def ar(self) -> Any:
         if self._ar is None:
-            from ..checkpoint import load_ar
+            from nla_probe.nla.checkpoint import load_ar
 
             h = self.ctx.handle
             self._ar = load_ar(self.path, dtype=h.dtype, device=h.device)
@@ -220,7 +220,7 @@ class Verifier:
                    "texts": hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()}
 
         def compute() -> dict:
-            from ..metrics import cosine, mse_nrm
+            from nla_probe.analysis.metrics import cosine, mse_nrm
 
             rec = self.ar.reconstruct_detailed(texts, batch_size=max(len(texts), 1), on_overflow=policy)
             return {"mse_nrm": [float(x) for x in mse_nrm(rec.vectors, gold, self.contract.mse_scale)],
@@ -302,7 +302,7 @@ class BestOfN(ExperimentKind):
                             "verifier's gold vectors")
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..selection import prefix_best_index, subset_best
+        from nla_probe.analysis.selection import prefix_best_index, subset_best
 
         conds = [(c, c.params["n"], c.params["select_by"]) for c in spec.conditions]
         k_max = max(n for _, n, _ in conds)
@@ -366,8 +366,8 @@ class BestOfN(ExperimentKind):
         and the figures FVE vs N and gain vs N."""
         import warnings
 
-        from ..plots import curve
-        from ..report import ReportSection
+        from nla_probe.ablate.markdown import ReportSection
+        from nla_probe.ablate.plots import curve
 
         table = selection_table(frame, spec)
         if table is None:
@@ -403,7 +403,7 @@ class BestOfN(ExperimentKind):
                               table=table.drop("scorer_order"), figures=figs, metric="fve_nrm")]
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         out = [CAVEATS["self_selection"]]
         if spec.params["verifier_data"] or spec.params["verifier_base_model"]:
@@ -417,7 +417,7 @@ def _save(plot: Any, breaks: list[int], path: Path) -> Path:
 
     from plotnine import scale_x_log10
 
-    from ..plots import save_png
+    from nla_probe.ablate.plots import save_png
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Scale for 'x' is already present.*")
@@ -446,7 +446,7 @@ def selection_table(frame: Any, spec: Any) -> Any:
     """
     import polars as pl
 
-    from ..stats import cluster_bootstrap_ci
+    from nla_probe.analysis.stats import cluster_bootstrap_ci
 
     m = spec.metrics
     f = frame.filter(pl.col("select_by") == "ar")

@@ -13,7 +13,7 @@ explanation against:
   depends only on the documents, so every condition gets the same null contexts per activation).
 
 Per row (one activation × condition) the kind writes ``run_len``, the longest run of words the
-explanation shares with its true context (words of :class:`nla_probe.wordruns.WordNormalizer`,
+explanation shares with its true context (words of :class:`nla_probe.copying.wordruns.WordNormalizer`,
 ``params.normalizer``), the run lengths against the null contexts (``null_run_lens``, a string of
 space-separated integers: result columns are scalar), their median/p90/max, ``run_percentile``
 (mid-rank percentile of ``run_len`` among them: 50 = no more than chance), and the quoted-span
@@ -36,17 +36,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..spec import Field
-from . import ExperimentKind, register_experiment
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import Field
+from nla_probe.errors import InputError
 
-#: Columns the data file must hold (see :mod:`nla_probe.extraction`).
+#: Columns the data file must hold (see :mod:`nla_probe.nla.extraction`).
 SOURCE_COLUMNS = ("source_text", "char_end")
 
 
 def _normalizer_check(v: dict) -> str | None:
-    from ..errors import NLAProbeError
-    from ..wordruns import WordNormalizer
+    from nla_probe.copying.wordruns import WordNormalizer
+    from nla_probe.errors import NLAProbeError
 
     try:
         WordNormalizer.from_dict(v)
@@ -62,8 +62,8 @@ def _ns_check(v: list) -> str | None:
 
 def copy_settings(spec: Any) -> Any:
     """The :class:`nla_probe.copying.CopySettings` of a spec (seed = the spec's ``seed``)."""
-    from ..copying import CopySettings
-    from ..wordruns import WordNormalizer
+    from nla_probe.copying import CopySettings
+    from nla_probe.copying.wordruns import WordNormalizer
 
     p = spec.params
     return CopySettings(n_null=p["n_null"], seed=spec.seed, window=p["window"] or None,
@@ -80,7 +80,7 @@ def copy_columns(explanations: list[str], sources: list[str], char_ends: list[in
     """The kind's columns for one condition's explanations (at least one), in input order (module doc)."""
     import polars as pl
 
-    from ..copying import iter_copy_detection
+    from nla_probe.copying import iter_copy_detection
 
     parts = list(iter_copy_detection(explanations, sources, doc_ids, settings, char_ends=char_ends))
     s = pl.concat([p[0] for p in parts])
@@ -110,8 +110,8 @@ def copy_summary(frame: Any, spec: Any) -> Any:
     import numpy as np
     import polars as pl
 
-    from ..copying import summarize_copying
-    from ..stats import cluster_bootstrap_ci
+    from nla_probe.analysis.stats import cluster_bootstrap_ci
+    from nla_probe.copying import summarize_copying
 
     m, ns = spec.metrics, list(spec.params["ns"])
     samples = frame.select("condition", "doc_id", "run_len", pl.Series("null_run_lens", parse_run_lens(
@@ -238,7 +238,7 @@ class Copying(ExperimentKind):
             yield batch
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         out = ["Null contexts come from other documents of the same selection; common phrases reach the same "
                "run lengths there, so compare the true rates with the null rates (the excess row), not with 0."]
@@ -252,8 +252,8 @@ class Copying(ExperimentKind):
 
         import polars as pl
 
-        from ..plots import condition_bars, save_png
-        from ..report import ReportSection
+        from nla_probe.ablate.markdown import ReportSection
+        from nla_probe.ablate.plots import condition_bars, save_png
 
         if frame.height == 0:
             return []

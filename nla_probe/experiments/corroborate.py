@@ -7,7 +7,7 @@ the text the AR reads against the activation's gold vector (``[conditions.params
 * ``"shuffled"`` — the explanation of another activation of the evaluated set (**shuffled
   explanation null**).  The partner is a seeded derangement: a permutation with no fixed point,
   which also never pairs two positions of the same document whenever no document holds more than
-  half of the rows (see :func:`cross_document_derangement`).  The ``partner`` column holds the
+  half of the rows (see :func:`nla_probe.copying.nulls.rotation_derangement`).  The ``partner`` column holds the
   ``sample_id`` whose explanation was scored.
 * ``"empty"`` — the empty string (the AR template around nothing): the **empty-explanation null**.
 * ``"source"`` — the raw document text up to and including the activation's token
@@ -37,67 +37,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..errors import InputError, SpecError
-from ..spec import Field
-from . import ExperimentKind, register_experiment
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import Field
+from nla_probe.copying.nulls import rotation_derangement, source_context
+from nla_probe.errors import InputError, SpecError
 
 TEXT_MODES = ("explanation", "shuffled", "empty", "source")
-
-
-def cross_document_derangement(doc_ids: Sequence[Any], seed: int) -> tuple[np.ndarray, int]:
-    """A random permutation ``partner`` of ``range(n)`` with ``partner[j] != j``.
-
-    Construction: documents in a random order (``numpy.random.default_rng(seed)``), the rows of
-    each document shuffled, all concatenated into one sequence ``s``; with ``m`` = the largest
-    number of rows of one document, ``partner[s[k]] = s[(k + m) mod n]``.  When ``n >= 2m`` no row
-    is paired with a row of its own document (a shift by ``m`` leaves every contiguous block of at
-    most ``m`` rows and cannot wrap back into it).  When one document holds more than half of the
-    rows that is impossible; the shift is then 1 (still a derangement) and some pairs share a
-    document.
-
-    Returns:
-        ``(partner, n_same_doc)``: the permutation and the number of rows paired within their
-        own document.
-
-    Raises:
-        InputError: fewer than 2 rows.
-    """
-    docs = [str(d) for d in doc_ids]
-    n = len(docs)
-    if n < 2:
-        raise InputError(f"the shuffled-explanation null needs at least 2 activations, found {n}")
-    rng = np.random.default_rng(seed)
-    groups: dict[str, list[int]] = {}
-    for i, d in enumerate(docs):
-        groups.setdefault(d, []).append(i)
-    names = sorted(groups)
-    seq: list[int] = []
-    for g in rng.permutation(len(names)):
-        rows = groups[names[g]]
-        seq.extend(rows[k] for k in rng.permutation(len(rows)))
-    m = max(len(r) for r in groups.values())
-    shift = m if n >= 2 * m else 1
-    partner = np.empty(n, dtype=np.int64)
-    s = np.asarray(seq, dtype=np.int64)
-    partner[s] = np.roll(s, -shift)
-    same = int(sum(docs[j] == docs[int(partner[j])] for j in range(n)))
-    return partner, same
-
-
-def source_context(source_text: str, char_end: int, window_chars: int = 0) -> str:
-    """The document text up to and including the activation's token: ``source_text[:char_end]``,
-    keeping only the last ``window_chars`` characters when ``window_chars > 0``."""
-    if not 0 <= char_end <= len(source_text):
-        raise InputError(f"char_end: expected in [0, {len(source_text)}] (the length of source_text), "
-                         f"found {char_end}")
-    text = source_text[:char_end]
-    return text[-window_chars:] if window_chars > 0 else text
 
 
 def _reference_check(v: dict) -> str | None:
@@ -162,7 +111,7 @@ class Corroborate(ExperimentKind):
     # ------------------------------------------------------------------------------------ run
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..metrics import variance_baseline
+        from nla_probe.analysis.metrics import variance_baseline
 
         modes = [(c, c.params["text"]) for c in spec.conditions]
         frame = ctx.data.frame
@@ -206,7 +155,8 @@ class Corroborate(ExperimentKind):
                 elif mode == "empty":
                     texts = [""] * len(chunk)
                 else:
-                    texts = [source_context(sources[row_of[s]], int(ends[row_of[s]]), cond.params["window_chars"])
+                    texts = [source_context(sources[row_of[s]], int(ends[row_of[s]]),
+                                             window_chars=cond.params["window_chars"] or None)
                              for s in own]
                 for k, v in rows_for(chunk, cond, decodes, texts, own).items():
                     batch.setdefault(k, []).extend(v)
@@ -214,7 +164,7 @@ class Corroborate(ExperimentKind):
                 yield batch
         if not need_shuffle:
             return
-        partner, n_same = cross_document_derangement(frame["doc_id"].to_list(), spec.seed)
+        partner, n_same = rotation_derangement(frame["doc_id"].to_list(), spec.seed)
         if n_same:
             warnings.warn(f"shuffled-explanation null: {n_same} of {len(partner)} rows are paired with another "
                           "position of their own document (one document holds more than half of the rows)",
@@ -264,12 +214,11 @@ class Corroborate(ExperimentKind):
         import warnings
 
         import polars as pl
-
         from plotnine import guide_legend, guides
 
-        from ..plots import histogram_compare, save_png
-        from ..report import ReportSection
-        from ..stats import summarize
+        from nla_probe.ablate.markdown import ReportSection
+        from nla_probe.ablate.plots import histogram_compare, save_png
+        from nla_probe.analysis.stats import summarize
 
         if frame.height == 0:
             return []
@@ -310,7 +259,7 @@ class Corroborate(ExperimentKind):
             metric=f"share fve_nrm > {thr:g}")]
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         out = []
         if not spec.sampling.do_sample:

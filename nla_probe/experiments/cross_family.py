@@ -2,9 +2,9 @@
 
 Family A is the run's pair and data (its evaluation activations v_A at layer K_A); family B is
 given by ``params.other_av`` / ``params.other_ar`` and its base LM.  Every evaluation position is
-mapped to B's tokenization by character offset (:mod:`nla_probe.alignment`: the B token whose span
+mapped to B's tokenization by character offset (:mod:`nla_probe.analysis.alignment`: the B token whose span
 contains the A token's last character; ``align_error`` = |end difference| in characters), and v_B
-is extracted there at B's layer K_B (:mod:`nla_probe.layers`).  Positions whose aligned B index
+is extracted there at B's layer K_B (:mod:`nla_probe.nla.layers`).  Positions whose aligned B index
 exceeds ``params.max_other_position`` (>= 0; e.g. the B base model's training context) are dropped
 and counted.
 
@@ -15,7 +15,7 @@ denominator; B: ``params.other_denominator``; ``"auto"`` = the training-set Var(
 Diagonal cells are the within-family round trips; off-diagonal cells are the transfers.
 
 Null per cell: the reconstruction of sample π(i) scored against gold i, π from
-:func:`nla_probe.experiments.layer_sweep.shuffle_pairs` (rows of other documents), seed = the
+:func:`nla_probe.experiments.vector_common.shuffle_pairs` (rows of other documents), seed = the
 spec's seed.  Rows of the null have condition ``<condition>:null`` and ``null = True``.  A row's
 ``position`` is the token index in the scored (column) family's tokenization; ``tgt_position`` is
 always B's.
@@ -33,11 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SpecError
-from ..spec import REQUIRED, Field
-from . import ExperimentKind, register_experiment
-from ..layers import LazyBase
-from .layer_sweep import decode_fields, reconstruct_cached, rowwise_cos, rows_block, shuffle_pairs, spec_sampling
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import REQUIRED, Field
+from nla_probe.errors import InputError, SpecError
+from nla_probe.experiments.vector_common import (
+    decode_fields,
+    reconstruct_cached,
+    rows_block,
+    rowwise_cos,
+    shuffle_pairs,
+    spec_sampling,
+)
+from nla_probe.nla.layers import LazyBase
 
 SIDES = ("self", "other")
 
@@ -49,7 +56,7 @@ def _denominator_check(v: Any) -> str | None:
 
 
 def _default_other(role: str) -> str:
-    from ..defaults import TOY_SECOND_FAMILY
+    from nla_probe.defaults import TOY_SECOND_FAMILY
 
     return f"data/toy/{TOY_SECOND_FAMILY}/{role}"
 
@@ -69,7 +76,7 @@ FAMILY_PARAMS: dict[str, Field] = {
 
 
 def _resolve_dir(value: str, where: str) -> Path:
-    from ..defaults import REPO_ROOT
+    from nla_probe.defaults import REPO_ROOT
 
     p = Path(value)
     for c in ([p] if p.is_absolute() else [p, REPO_ROOT / p]):
@@ -107,7 +114,7 @@ class TwoFamilies:
 
     def chunks(self, side: str) -> list:
         """Chunks of the kept rows (batch_size rows each) carrying that side's vectors and positions."""
-        from ..ablation import Chunk, vectors_hash
+        from nla_probe.ablate.engine import Chunk, vectors_hash
 
         bs = self.ctx["self"].batch_size
         f = self.frame
@@ -124,7 +131,7 @@ class TwoFamilies:
 def auto_denominator(av_dir: Path, vectors: np.ndarray) -> tuple[float, str]:
     """Family B's ``"auto"`` denominator: ``denominator`` of ``<av_dir>/../metrics.json`` (the toy layout's
     training-set Var(v_nrm)) when present, else Var(v_nrm) of ``vectors`` (the selected evaluation rows)."""
-    from ..metrics import variance_baseline
+    from nla_probe.analysis.metrics import variance_baseline
 
     path = Path(av_dir).parent / "metrics.json"
     try:
@@ -141,9 +148,9 @@ def setup_two_families(spec: Any, ctx: Any) -> TwoFamilies:
     """Align the selection to family B, extract v_B, open B's pair on the run's store (module doc)."""
     import polars as pl
 
-    from ..ablation import ActivationData, PairHandle, RunContext, resolve_denominator
-    from ..alignment import align_frame
-    from ..layers import cached_layers
+    from nla_probe.ablate.engine import ActivationData, PairHandle, RunContext, resolve_denominator
+    from nla_probe.analysis.alignment import align_frame
+    from nla_probe.nla.layers import cached_layers
 
     p = spec.params
     other_av, other_ar = _resolve_dir(p["other_av"], "params.other_av"), _resolve_dir(p["other_ar"], "params.other_ar")
@@ -274,7 +281,7 @@ class CrossFamily(ExperimentKind):
                 "stated above.")
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         return ([CAVEATS["greedy"]] if not spec.sampling.do_sample else []) + [
             "Cross cells feed one family's explanations to the other family's AR, which never saw them in "
@@ -291,7 +298,7 @@ def transfer_matrix(frame: Any, n_boot: int = 2000, level: float = 0.95, seed: i
     characters."""
     import polars as pl
 
-    from ..stats import cluster_bootstrap_ci
+    from nla_probe.analysis.stats import cluster_bootstrap_ci
 
     rows = []
     for (av, ar, null), g in frame.group_by(["av_family", "ar_family", "null"], maintain_order=True):
@@ -317,8 +324,8 @@ def transfer_report(spec: Any, frame: Any, out_dir: Path) -> list:
     """Report section: the transfer matrix table and heatmap."""
     import polars as pl
 
-    from ..plots import matrix_heatmap, save_png
-    from ..report import ReportSection
+    from nla_probe.ablate.markdown import ReportSection
+    from nla_probe.ablate.plots import matrix_heatmap, save_png
 
     m = spec.metrics
     t = transfer_matrix(frame, m.n_boot, m.level, spec.seed)

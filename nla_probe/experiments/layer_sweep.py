@@ -1,7 +1,7 @@
 """``layer_sweep``: every layer of the base model through the layer-K NLA pair.
 
 For each layer L of the base model (``params.layers``, default all blocks), the activation v_L at
-every evaluation position is re-extracted (:mod:`nla_probe.layers`; for L = K the file's own
+every evaluation position is re-extracted (:mod:`nla_probe.nla.layers`; for L = K the file's own
 vectors are used) and each condition's *arm* is scored against the layer-L truth v_L:
 
 * ``nla`` — AV(v_L) → explanation → AR → reconstruction r_L.
@@ -14,7 +14,7 @@ vectors are used) and each condition's *arm* is scored against the layer-L truth
 Metrics per row: ``cos``, ``mse_nrm`` (= 2(1 − cos)), ``fve_nrm = 1 − mse_nrm / B_L`` with
 ``B_L = Var(v_nrm)`` of the layer-L vectors of the evaluation selection (column ``denominator``),
 ``nrmse`` (relative L2 error of unit vectors, √(2(1 − cos))), ``recall_hit`` (recall@k against a
-pool of ``recall_pool`` gold rows of the same layer, :func:`nla_probe.metrics.recall_at_k`) and
+pool of ``recall_pool`` gold rows of the same layer, :func:`nla_probe.analysis.metrics.recall_at_k`) and
 the control ``cos_to_k = cos(v_L, v_K)``.
 
 **Cross-layer consistency** (``params.clc``): ``CLC[i, j] = mean_s cos(AR(AV(v_i[s])), v_j[s])`` —
@@ -33,165 +33,33 @@ cos with the same ``B_L`` for both arms, so the test is the same on either metri
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SpecError
-from ..spec import REQUIRED, Field
-from ..layers import LazyBase
-from . import ExperimentKind, register_experiment
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import REQUIRED, Field
+from nla_probe.errors import InputError, SpecError
+from nla_probe.experiments.vector_common import (
+    chunk_frame,
+    decode_fields,
+    empty_decode_fields,
+    gaussian_rows,
+    reconstruct_cached,
+    rows_block,
+    rowwise_cos,
+    shuffle_pairs,
+    spec_sampling,
+    sub_chunk,
+    unit,
+)
+from nla_probe.nla.layers import LazyBase
 
 ARMS = ("nla", "random", "shuffled", "mean")
 _DECODED = ("nla", "random")
-
-
-# ------------------------------------------------------------------------------------------ pure functions
-
-
-def shuffle_pairs(doc_ids: Sequence[str], seed: int) -> np.ndarray:
-    """A permutation π pairing every row i with a row π(i) of ANOTHER document.
-
-    Rows are grouped by document, documents and rows within them put in a seeded random order, and
-    the concatenated order is rotated by the size m of the largest document: position k is paired
-    with position (k + m) mod n.  When m <= n/2 no row meets its own document; otherwise (one
-    document holds most rows) some pairs stay within a document and a warning says how many.
-    """
-    import warnings
-
-    docs = np.asarray([str(d) for d in doc_ids])
-    n = len(docs)
-    if n < 2:
-        raise InputError(f"shuffle_pairs: expected at least 2 rows, found {n}")
-    rng = np.random.default_rng(seed)
-    uniq, codes = np.unique(docs, return_inverse=True)
-    doc_rank = rng.permutation(len(uniq))
-    tiebreak = rng.permutation(n)
-    order = np.lexsort((tiebreak, doc_rank[codes]))
-    m = int(np.bincount(codes).max())
-    shift = m if m < n else 1
-    perm = np.empty(n, dtype=np.int64)
-    perm[order] = order[(np.arange(n) + shift) % n]
-    same = int((docs[perm] == docs).sum())
-    if same:
-        warnings.warn(f"shuffle_pairs: {same} of {n} rows are paired within their own document "
-                      f"(the largest document holds {m} rows)", stacklevel=2)
-    return perm
-
-
-def gaussian_rows(sample_ids: Sequence[int], d: int, norm: float, seed: int, layer: int) -> np.ndarray:
-    """Gaussian rows of norm ``norm``, row s drawn from ``default_rng([seed, layer, s])`` (float32)."""
-    out = np.empty((len(sample_ids), d), dtype=np.float32)
-    for i, s in enumerate(sample_ids):
-        g = np.random.default_rng([int(seed), int(layer), int(s)]).standard_normal(d)
-        out[i] = g / np.linalg.norm(g) * norm
-    return out
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows (last axis) scaled to unit L2 norm, float64 (norms clamped at 1e-12)."""
-    a = np.asarray(x, dtype=np.float64)
-    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-
-
-def rowwise_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row cosine of two ``[n, d]`` arrays (NaN rows stay NaN)."""
-    return (unit(a) * unit(b)).sum(-1)
-
-
-def clc_matrix(recon: Mapping[int, np.ndarray], gold: Mapping[int, np.ndarray]) -> np.ndarray:
-    """``CLC[i, j] = mean_s cos(recon[i][s], gold[j][s])`` over layers in sorted key order (module doc)."""
-    layers = sorted(recon)
-    if sorted(gold) != layers:
-        raise InputError(f"clc_matrix: recon and gold must cover the same layers, found {layers} and {sorted(gold)}")
-    return np.array([[float(np.nanmean(rowwise_cos(recon[i], gold[j]))) for j in layers] for i in layers])
-
-
-def reconstruction_consistency(recon: Mapping[int, np.ndarray]) -> np.ndarray:
-    """Prior work's matrix ``mean_s cos(recon[i][s], recon[j][s])`` (no ground truth; diagonal 1)."""
-    layers = sorted(recon)
-    return np.array([[float(np.nanmean(rowwise_cos(recon[i], recon[j]))) for j in layers] for i in layers])
-
-
-# ------------------------------------------------------------------------------------------ engine helpers
-
-
-def reconstruct_cached(ctx: Any, texts: Sequence[str], handle: Any = None) -> dict[str, Any]:
-    """AR reconstructions of ``texts`` through the run's record store (type ``"reconstruct"``).
-
-    Key: AR fingerprint, dtype, device type, sha256 of the texts, overflow policy.  Returns
-    ``{"vectors": float32 [n, d] (NaN rows for overflow policy "nan"), "ar_tokens": [...],
-    "overflow": [...]}``.
-    """
-    from ..layers import decode_vectors, encode_vectors
-
-    h = handle if handle is not None else ctx.handle
-    texts = [str(t) for t in texts]
-    policy = ctx.spec.metrics.on_overflow
-    payload = {"ar": h.identity["ar"]["fingerprint"], "dtype": h.dtype, "device_type": str(h.device).split(":")[0],
-               "texts": hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest(),
-               "on_overflow": policy}
-
-    def compute() -> dict:
-        rec = h.pair.ar.reconstruct_detailed(texts, batch_size=max(min(len(texts), ctx.batch_size), 1),
-                                             on_overflow=policy)
-        return {"vectors": encode_vectors(rec.vectors), "ar_tokens": [int(x) for x in rec.n_tokens],
-                "overflow": list(rec.overflow)}
-
-    rec = ctx.cached("reconstruct", payload, compute, rows=len(texts))
-    return {"vectors": decode_vectors(rec["vectors"]), "ar_tokens": rec["ar_tokens"], "overflow": rec["overflow"]}
-
-
-def sub_chunk(chunk: Any, vectors: np.ndarray, rows: Sequence[int] | None = None) -> Any:
-    """A :class:`nla_probe.ablation.Chunk` with other vectors (optionally a subset of its rows)."""
-    from ..ablation import Chunk, vectors_hash
-
-    idx = list(range(len(chunk))) if rows is None else list(rows)
-    v = np.ascontiguousarray(vectors, dtype=np.float32)
-    return Chunk(chunk.index, tuple(chunk.sample_ids[i] for i in idx), tuple(chunk.doc_ids[i] for i in idx),
-                 tuple(chunk.positions[i] for i in idx), v, vectors_hash(v))
-
-
-def chunk_frame(ctx: Any, chunk: Any) -> Any:
-    """The selection's frame rows of ``chunk`` (chunks are consecutive slices of the selection)."""
-    return ctx.data.frame.slice(chunk.index * ctx.batch_size, len(chunk))
-
-
-def spec_sampling(spec: Any) -> dict:
-    """The spec-level decoding parameters with the spec's seed."""
-    return {**spec.sampling.to_dict(), "seed": spec.seed}
-
-
-def empty_decode_fields(n: int) -> dict[str, list]:
-    """Decode columns of rows without a decode (tag_status and finish_reason ``"none"``)."""
-    return {"explanation": [""] * n, "tag_status": ["none"] * n, "n_tokens": [0] * n, "finish_reason": ["none"] * n}
-
-
-def rows_block(spec: Any, condition: str, sample_ids: Sequence[int], doc_ids: Sequence[str],
-               positions: Sequence[Any], decode: Mapping[str, list], texts: Sequence[str],
-               ar_tokens: Sequence[int], overflow: Sequence[str], mse: np.ndarray, cos: np.ndarray,
-               denominator: float, extra: Mapping[str, Sequence[Any]]) -> dict[str, list]:
-    """Result rows (base columns + ``extra``) with ``fve_nrm = 1 − mse / denominator``."""
-    n = len(sample_ids)
-    out = {"experiment": [spec.name] * n, "condition": [condition] * n, "sample_id": list(sample_ids),
-           "doc_id": list(doc_ids), "position": list(positions), "explanation": list(decode["explanation"]),
-           "text": list(texts), "tag_status": list(decode["tag_status"]), "n_tokens": list(decode["n_tokens"]),
-           "finish_reason": list(decode["finish_reason"]), "ar_tokens": list(ar_tokens),
-           "overflow": list(overflow), "mse_nrm": [float(x) for x in mse], "cos": [float(x) for x in cos],
-           "fve_nrm": [float(1.0 - x / denominator) for x in mse], "denominator": [float(denominator)] * n}
-    for k, v in extra.items():
-        out[k] = list(v)
-    return out
-
-
-def decode_fields(decodes: Sequence[Mapping[str, Any]]) -> dict[str, list]:
-    """Column lists ``explanation, tag_status, n_tokens, finish_reason`` of decode dicts."""
-    return {k: [d[k] for d in decodes] for k in ("explanation", "tag_status", "n_tokens", "finish_reason")}
 
 
 # ------------------------------------------------------------------------------------------ the kind
@@ -260,8 +128,8 @@ class LayerSweep(ExperimentKind):
             raise SpecError("params.clc needs an 'nla' condition")
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..layers import cached_layers, parse_layers
-        from ..metrics import variance_baseline
+        from nla_probe.analysis.metrics import variance_baseline
+        from nla_probe.nla.layers import cached_layers, parse_layers
 
         p = spec.params
         base = LazyBase(p["base_model"], ctx.handle.av_dir)
@@ -356,7 +224,7 @@ class LayerSweep(ExperimentKind):
                 "layer-j truth.")
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         out = [CAVEATS["greedy"]] if not spec.sampling.do_sample else []
         return out + [
@@ -371,7 +239,7 @@ class LayerSweep(ExperimentKind):
 
 
 def _recall(pred: np.ndarray, gold: np.ndarray, k: int, pool: int, seed: int) -> np.ndarray:
-    from ..metrics import recall_at_k
+    from nla_probe.analysis.metrics import recall_at_k
 
     ok = np.isfinite(pred).all(1)
     out = np.full(len(pred), np.nan)
@@ -395,7 +263,7 @@ def sweep_summary(frame: Any, n_boot: int = 2000, level: float = 0.95, seed: int
 
     import polars as pl
 
-    from ..stats import summarize
+    from nla_probe.analysis.stats import summarize
 
     f = frame.filter(pl.col("arm") != "clc")
     parts = []
@@ -418,7 +286,7 @@ def sweep_tests(frame: Any, n_boot: int = 2000, level: float = 0.95, seed: int =
 
     import polars as pl
 
-    from ..stats import bh_adjust, paired_difference
+    from nla_probe.analysis.stats import bh_adjust, paired_difference
 
     rows = []
     nla = frame.filter(pl.col("arm") == "nla")
@@ -473,8 +341,8 @@ def sweep_report(spec: Any, frame: Any, out_dir: Path) -> list:
 
     import polars as pl
 
-    from ..plots import curve, matrix_heatmap, save_png
-    from ..report import ReportSection
+    from nla_probe.ablate.markdown import ReportSection
+    from nla_probe.ablate.plots import curve, matrix_heatmap, save_png
 
     st = _settings(spec)
     out_dir = Path(out_dir)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import register_experiment
-from .roundtrip import Roundtrip
+from nla_probe.ablate.kinds import register_experiment
+from nla_probe.experiments.roundtrip import Roundtrip
 
 
 def length_table(frame: Any, spec: Any) -> Any:
@@ -35,7 +35,7 @@ def length_table(frame: Any, spec: Any) -> Any:
     """
     import polars as pl
 
-    from ..stats import summarize
+    from nla_probe.analysis.stats import summarize
 
     m = spec.metrics
     f = frame.with_columns(pl.col("n_tokens").cast(pl.Float64), pl.col(m.primary).cast(pl.Float64))
@@ -79,8 +79,22 @@ def tradeoff_plot(table: Any, spec: Any, title: str, ylabel: str) -> Any:
     coloured by schedule; each schedule's points are joined in order of λ, starting from the
     unpenalised condition(s)."""
     import pandas as pd
-    from plotnine import (aes, element_blank, geom_hline, geom_linerange, geom_path, geom_point, geom_segment,
-                          geom_text, ggplot, labs, scale_color_manual, scale_x_continuous, theme, theme_bw)
+    from plotnine import (
+        aes,
+        element_blank,
+        geom_hline,
+        geom_linerange,
+        geom_path,
+        geom_point,
+        geom_segment,
+        geom_text,
+        ggplot,
+        labs,
+        scale_color_manual,
+        scale_x_continuous,
+        theme,
+        theme_bw,
+    )
 
     pen = {c.name: penalty_of(c.hooks) for c in spec.conditions}
     df = pd.DataFrame(table.select("condition", "fve", "fve_low", "fve_high", "tokens", "tokens_low",
@@ -124,8 +138,8 @@ class LengthSweep(Roundtrip):
 
         import polars as pl
 
-        from ..plots import save_png
-        from ..report import ReportSection
+        from nla_probe.ablate.markdown import ReportSection
+        from nla_probe.ablate.plots import save_png
 
         if frame.height == 0:
             return []

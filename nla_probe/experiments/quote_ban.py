@@ -6,7 +6,7 @@ adds to the report:
 
 * the **substitution matrix**: for every condition and every delimiter family, ``k/N`` = the
   number of scored explanations with at least one span of that family (any nesting depth, parsed
-  by :func:`nla_probe.spans.find_spans`) out of the condition's N explanations;
+  by :func:`nla_probe.text.spans.find_spans`) out of the condition's N explanations;
 * the **leak count**: explanations containing at least one character a hook of the condition
   bans (the ``leaked`` column of ``roundtrip``), ``k/N``.
 
@@ -21,13 +21,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import register_experiment
-from .roundtrip import Roundtrip, banned_chars
+from nla_probe.ablate.kinds import register_experiment
+from nla_probe.experiments.roundtrip import Roundtrip, banned_chars
 
 
 def families_used(text: str, families: Sequence[str]) -> frozenset[str]:
     """Families with at least one span (any depth) in ``text``."""
-    from ..spans import find_spans
+    from nla_probe.text.spans import find_spans
 
     return frozenset(s.family for s in find_spans(text, tuple(families)).spans)
 
@@ -55,7 +55,7 @@ def substitution_matrix(frame: Any, spec: Any, families: Sequence[str]) -> Any:
             continue
         counts = substitution_counts(texts, families)
         ban = banned_chars(cond.hooks)
-        from ..delimiters import get_family
+        from nla_probe.text.delimiters import get_family
 
         for fam in families:
             rows.append({"condition": cond.name, "family": fam, "k": counts[fam], "N": len(texts),
@@ -78,9 +78,9 @@ class QuoteBan(Roundtrip):
 
         import polars as pl
 
-        from ..delimiters import expand_family_names
-        from ..plots import matrix_heatmap, save_png
-        from ..report import ReportSection
+        from nla_probe.ablate.markdown import ReportSection
+        from nla_probe.ablate.plots import matrix_heatmap, save_png
+        from nla_probe.text.delimiters import expand_family_names
 
         if frame.height == 0:
             return []

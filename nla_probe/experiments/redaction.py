@@ -1,7 +1,7 @@
 """``redaction``: one unedited decode per activation, then post-hoc transforms scored by the AR.
 
 The AV decodes once with the spec's ``[sampling]`` (no hooks: fully on-policy); each condition is
-a chain of transforms from :mod:`nla_probe.transforms` applied to that explanation before the AR
+a chain of transforms from :mod:`nla_probe.surgery` applied to that explanation before the AR
 reads it.  The baseline condition must be unedited (no transforms, or only ``identity``).
 Edited texts are out of the AR's training distribution, so their FVE is a lower bound on what the
 edited text carries.
@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import SpecError
-from ..spec import Field
-from . import ExperimentKind, register_experiment
-from .roundtrip import _families_check
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import Field
+from nla_probe.errors import SpecError
+from nla_probe.experiments.roundtrip import _families_check
 
 
 def span_stats(text: str, families: tuple[str, ...]) -> tuple[int, float]:
     """``(n_spans, span_share)`` of one explanation (see module doc)."""
-    from ..spans import find_spans
+    from nla_probe.text.spans import find_spans
 
     parsed = find_spans(text, families)
     n = len(parsed.outermost())
@@ -60,7 +60,7 @@ class Redaction(ExperimentKind):
                             f"transforms, or only identity), found {[t.get('name') for t in base.transforms]}")
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..delimiters import expand_family_names
+        from nla_probe.text.delimiters import expand_family_names
 
         families = expand_family_names(spec.params["families"])
         sampling = {**spec.sampling.to_dict(), "seed": spec.seed}
@@ -89,7 +89,7 @@ class Redaction(ExperimentKind):
                 f"on average, covering {r['span_share']:.1%} of their characters (n={r['n']}).")
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         out = [CAVEATS["ar_ood"]]
         if not spec.sampling.do_sample:

@@ -5,12 +5,12 @@ family A's selection, aligned by character offset to family B, v_A and v_B extra
 pairs come from TRAINING documents (``params.train_corpus``, a JSONL with ``doc_id``, ``text`` and
 optionally ``split``; rows with ``split == params.train_split``): ``params.n_train_docs``
 documents in a seeded random order, ``params.positions_per_doc`` positions each (drawn as
-:func:`nla_probe.extraction.sample_positions`, ``min_position <= position < max_tokens`` of A's
+:func:`nla_probe.nla.extraction.sample_positions`, ``min_position <= position < max_tokens`` of A's
 tokenization), aligned to B and extracted in both families.  A training document whose id or text
 occurs in the evaluation selection raises :class:`InputError`: the two sets must be disjoint.
 
 Each condition is a direction (``params.direction``: ``self_to_other`` = A → B, or
-``other_to_self``).  For every n of ``params.n_grid`` a ridge map (:mod:`nla_probe.ridge`:
+``other_to_self``).  For every n of ``params.n_grid`` a ridge map (:mod:`nla_probe.analysis.ridge`:
 unit-normalised rows, intercept, α by grouped CV on the training pairs) is trained on the first n
 training pairs and scored on the evaluation rows against the target family's gold with the
 target family's denominator (rows ``<condition>@n<n>``).  The text route — the target family's AR
@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SpecError
-from ..spec import REQUIRED, Field
-from . import ExperimentKind, register_experiment
-from .cross_family import FAMILY_PARAMS, family_roundtrips, setup_two_families
-from ..layers import LazyBase
-from .layer_sweep import empty_decode_fields, rowwise_cos, rows_block
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import REQUIRED, Field
+from nla_probe.errors import InputError, SpecError
+from nla_probe.experiments.cross_family import FAMILY_PARAMS, family_roundtrips, setup_two_families
+from nla_probe.experiments.vector_common import empty_decode_fields, rows_block, rowwise_cos
+from nla_probe.nla.layers import LazyBase
 
 DIRECTIONS = ("self_to_other", "other_to_self")
 
@@ -76,7 +76,7 @@ def training_frame(docs: list[dict], tokenizer: Any, *, n_per_doc: int, min_posi
     """Sampled positions of ``docs`` in ``tokenizer``'s tokenization (columns of an activation frame)."""
     import polars as pl
 
-    from ..extraction import sample_positions
+    from nla_probe.nla.extraction import sample_positions
 
     special = set(tokenizer.all_special_ids)
     cols: dict[str, list] = {k: [] for k in ("doc_id", "position", "token_id", "char_start", "char_end",
@@ -139,8 +139,8 @@ class Ridge(ExperimentKind):
             raise SpecError(f"conditions: direction(s) {dup} appear more than once")
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..defaults import REPO_ROOT
-        from ..ridge import scaling_curve
+        from nla_probe.analysis.ridge import scaling_curve
+        from nla_probe.defaults import REPO_ROOT
 
         p = spec.params
         fam = setup_two_families(spec, ctx)
@@ -192,8 +192,8 @@ def training_pairs(spec: Any, ctx: Any, fam: Any, corpus: Path) -> dict:
     """Aligned training vectors ``{"self": [m, d_A], "other": [m, d_B], "doc_id": [m]}`` (module doc)."""
     import polars as pl
 
-    from ..alignment import align_frame
-    from ..layers import cached_layers
+    from nla_probe.analysis.alignment import align_frame
+    from nla_probe.nla.layers import cached_layers
 
     p = spec.params
     docs = read_documents(corpus, p["train_split"])
@@ -230,7 +230,7 @@ def ridge_curve_table(frame: Any, n_boot: int = 2000, level: float = 0.95, seed:
     """``direction, route, n_train, estimate, ci_low, ci_high, n, n_clusters, alpha`` (FVE per point)."""
     import polars as pl
 
-    from ..stats import summarize
+    from nla_probe.analysis.stats import summarize
 
     g = frame.select("direction", "route", "n_train", "doc_id", "fve_nrm", "alpha")
     with warnings.catch_warnings():
@@ -243,12 +243,12 @@ def ridge_curve_table(frame: Any, n_boot: int = 2000, level: float = 0.95, seed:
 
 def crossover_table(frame: Any, fit_last: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Any:
     """Per direction: log-linear fit ``FVE ≈ a + b·log10 n`` on the ``fit_last`` largest n, the text route's
-    FVE, the crossover ``n*`` and the CI of ``log10 n*`` (:func:`nla_probe.ridge.crossover_ci`), and the
+    FVE, the crossover ``n*`` and the CI of ``log10 n*`` (:func:`nla_probe.analysis.ridge.crossover_ci`), and the
     paired difference text route − ridge at the largest n (clustered CI, two-sided Wilcoxon ``p``)."""
     import polars as pl
 
-    from ..ridge import crossover_ci
-    from ..stats import paired_difference
+    from nla_probe.analysis.ridge import crossover_ci
+    from nla_probe.analysis.stats import paired_difference
 
     rows = []
     for (direction,), g in frame.group_by(["direction"], maintain_order=True):
@@ -283,8 +283,8 @@ def ridge_report(spec: Any, frame: Any, out_dir: Path) -> list:
     """Report section: the scaling curve (table + log-x figure with the text route) and the crossover table."""
     import polars as pl
 
-    from ..plots import curve, save_png
-    from ..report import ReportSection
+    from nla_probe.ablate.markdown import ReportSection
+    from nla_probe.ablate.plots import curve, save_png
 
     m = spec.metrics
     t = ridge_curve_table(frame, m.n_boot, m.level, spec.seed)

@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..spec import Field
-from . import ExperimentKind, register_experiment
+from nla_probe.ablate.kinds import ExperimentKind, register_experiment
+from nla_probe.ablate.spec import Field
 
 
 def banned_chars(hooks: tuple[dict, ...]) -> frozenset[str]:
     """Characters banned by hook specs: the union of each hook's ``banned_chars`` (ban hooks)."""
-    from ..hooks import hook_from_spec
+    from nla_probe.hooks import hook_from_spec
 
     out: set[str] = set()
     for spec in hooks:
@@ -36,8 +36,8 @@ def banned_chars(hooks: tuple[dict, ...]) -> frozenset[str]:
 
 
 def _families_check(v: list) -> str | None:
-    from ..delimiters import expand_family_names
-    from ..errors import NLAProbeError
+    from nla_probe.errors import NLAProbeError
+    from nla_probe.text.delimiters import expand_family_names
 
     if not all(isinstance(x, str) for x in v):
         return "expected an array of delimiter family names"
@@ -50,8 +50,8 @@ def _families_check(v: list) -> str | None:
 
 def audit(text: str, banned: frozenset[str], families: tuple[str, ...]) -> tuple[int, str, int]:
     """``(n_banned, substitutes, n_spans)`` of one explanation (see module doc)."""
-    from ..delimiters import get_family
-    from ..spans import find_spans
+    from nla_probe.text.delimiters import get_family
+    from nla_probe.text.spans import find_spans
 
     n_banned = sum(1 for ch in text if ch in banned)
     allowed = tuple(f for f in families if not (get_family(f).charset & banned))
@@ -84,7 +84,7 @@ class Roundtrip(ExperimentKind):
     summary_means = {"leaked": "leaked", "with_spans": "with_spans"}
 
     def run(self, spec: Any, ctx: Any) -> Iterator[dict[str, list]]:
-        from ..delimiters import expand_family_names
+        from nla_probe.text.delimiters import expand_family_names
 
         families = expand_family_names(spec.params["audit_families"])
         plans = [(c, spec.sampling_for(c), ctx.transform(c.transforms), banned_chars(c.hooks))
@@ -119,7 +119,7 @@ class Roundtrip(ExperimentKind):
         return "\n".join(lines) if len(lines) > 2 else ""
 
     def caveats(self, spec: Any) -> list[str]:
-        from ..report import CAVEATS
+        from nla_probe.ablate.markdown import CAVEATS
 
         out = []
         if not spec.sampling.do_sample and not any(c.sampling.get("do_sample") for c in spec.conditions):

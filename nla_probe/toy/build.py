@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .corpus import Document, default_corpus_path, load_corpus
-from .train import FamilySpec, Schedule
+from nla_probe.toy.corpus import Document, default_corpus_path, load_corpus
+from nla_probe.toy.tokenizer import load_tokenizer
+from nla_probe.toy.train import FamilySpec, Schedule
 
 logger = logging.getLogger("nla_probe.toy.build")
 
@@ -139,9 +140,8 @@ class BuildContext:
 
 
 def _tokenizer_texts(ctx: BuildContext, spec: FamilySpec) -> list[str]:
-    from nla_probe.contract import AR_TEMPLATE, AV_TEMPLATE
-
-    from .labeler import scaffold_texts
+    from nla_probe.nla.contract import AR_TEMPLATE, AV_TEMPLATE
+    from nla_probe.toy.labeler import scaffold_texts
 
     reps = 20 if ctx.smoke else 200
     fixed = scaffold_texts() + [AV_TEMPLATE.format(injection_char=spec.marker_char),
@@ -150,20 +150,14 @@ def _tokenizer_texts(ctx: BuildContext, spec: FamilySpec) -> list[str]:
 
 
 def stage_tokenizer(ctx: BuildContext, spec: FamilySpec) -> None:
-    from .tokenizer import train_tokenizer
+    from nla_probe.toy.tokenizer import train_tokenizer
 
     train_tokenizer(_tokenizer_texts(ctx, spec), spec.vocab_size,
                     ctx.fam_dir(spec.name) / "tokenizer", marker_chars=[spec.marker_char])
 
 
-def load_tokenizer(ctx: BuildContext, spec: FamilySpec) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(ctx.fam_dir(spec.name) / "tokenizer"))
-
-
 def stage_base(ctx: BuildContext, spec: FamilySpec) -> None:
-    from .train import sample_text, train_base_lm
+    from nla_probe.toy.train import sample_text, train_base_lm
 
     tok = load_tokenizer(ctx, spec)
     work = ctx.fam_dir(spec.name) / "base_work"
@@ -182,7 +176,11 @@ def stage_base(ctx: BuildContext, spec: FamilySpec) -> None:
 def _stage_fn(name: str) -> Any:
     if name in ("tokenizer", "base"):
         return globals()[f"stage_{name}"]
-    from . import stages
+    if name == "distill":
+        from nla_probe.toy.distill import stage_distill
+
+        return stage_distill
+    from nla_probe.toy import stages
 
     return getattr(stages, f"stage_{name}")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .nla_train import explanation_payload, train_ar, train_av
-from .train import FamilySpec, Schedule
+from nla_probe.toy.nla_train import explanation_payload, train_ar, train_av
+from nla_probe.toy.train import FamilySpec, Schedule
 
 logger = logging.getLogger("nla_probe.toy.build")
 
@@ -31,13 +31,12 @@ def best_of_n(candidates: list[list[str]], mse: np.ndarray) -> tuple[list[str], 
 
 def stage_distill(ctx: Any, spec: FamilySpec) -> None:
     """Run one best-of-N round (skipped when the build size has ``distill_n == 0``)."""
-    from nla_probe.checkpoint import load_av
-    from nla_probe.export import save_av_checkpoint
-    from nla_probe.metrics import mse_nrm
-    from nla_probe.reconstructor import Reconstructor
-
-    from .build import load_tokenizer
-    from .stages import family_contract, read_frame, trained_model
+    from nla_probe.analysis.metrics import mse_nrm
+    from nla_probe.nla.checkpoint import load_av
+    from nla_probe.nla.export import save_av_checkpoint
+    from nla_probe.nla.reconstructor import Reconstructor
+    from nla_probe.toy.stages import family_contract, read_frame, trained_model
+    from nla_probe.toy.tokenizer import load_tokenizer
 
     size = ctx.size
     if not size.distill_n:

@@ -44,10 +44,9 @@ def evaluate_pair(av_dir: str | Path, ar_dir: str | Path, eval_parquet: str | Pa
     """Evaluate a pair on (up to ``n`` rows of) an evaluation parquet; see the module doc."""
     import polars as pl
 
-    from nla_probe.checkpoint import load_pair
-    from nla_probe.spans import find_spans
-
-    from .nla_train import explanation_payload
+    from nla_probe.nla.checkpoint import load_pair
+    from nla_probe.text.spans import find_spans
+    from nla_probe.toy.nla_train import explanation_payload
 
     frame = pl.read_parquet(eval_parquet)
     if n is not None:

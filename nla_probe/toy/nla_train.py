@@ -2,13 +2,13 @@
 
 AV: a copy of the base LM fine-tuned with cross-entropy on the gold explanation (plus the
 end-of-turn token) that follows the canonical AV prompt, whose marker row is replaced by the
-activation rescaled to ``injection_scale`` (:func:`nla_probe.injection.embed_with_injection`).
+activation rescaled to ``injection_scale`` (:func:`nla_probe.nla.injection.embed_with_injection`).
 The prompt tokens before the marker are identical for every example, so each step runs them
 once without gradient and reuses their key/value cache for the whole batch (the weights are
 the current ones; only the gradient path through the constant prefix is dropped). This cuts
 the sequence the backward pass sees from ~135 to ~45 tokens.
 
-AR: :func:`nla_probe.reconstructor.build_ar_from_causal_lm` (blocks 0..K, identity value
+AR: :func:`nla_probe.nla.reconstructor.build_ar_from_causal_lm` (blocks 0..K, identity value
 head) trained with ``mse_nrm`` = mean squared error between the prediction and the gold
 vector, both rescaled to norm √d (equal to ``2 (1 - cos)``).
 """
@@ -19,14 +19,14 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from .train import Schedule, run_budgeted
+from nla_probe.toy.train import Schedule, run_budgeted
 
 logger = logging.getLogger(__name__)
 
 
 def explanation_payload(explanation: str) -> str:
     """The text between ``<explanation>`` tags, stripped (what the AR reads)."""
-    from nla_probe.generation import parse_explanation
+    from nla_probe.nla.generation import parse_explanation
 
     return parse_explanation(explanation)[0]
 
@@ -81,7 +81,7 @@ class AVBatcher:
     """
 
     def __init__(self, tokenizer: Any, contract: Any):
-        from nla_probe.injection import av_prompt_ids, find_injection_site
+        from nla_probe.nla.injection import av_prompt_ids, find_injection_site
 
         ids = av_prompt_ids(tokenizer, contract)
         site = find_injection_site(ids, contract)
@@ -101,7 +101,7 @@ class AVBatcher:
         import torch
         import torch.nn.functional as F
 
-        from nla_probe.injection import embed_with_injection
+        from nla_probe.nla.injection import embed_with_injection
 
         B = len(explanations)
         targets = self.target_ids(explanations)

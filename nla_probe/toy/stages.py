@@ -1,7 +1,7 @@
 """Build stages after the base LM: activations + labels, AR, AV, export and evaluation.
 
 Activations are the output of block K (Hugging Face ``hidden_states[K + 1]``) of the base LM
-on each document, extracted with :func:`nla_probe.extraction.extract_activations` at
+on each document, extracted with :func:`nla_probe.nla.extraction.extract_activations` at
 ``positions_per_doc`` token positions per document (position >= 1, drawn with
 ``random.Random(sha256(f"{seed}|{doc_id}"))``), documents truncated to the base LM's
 ``seq_len`` tokens. Character offsets (``char_start``/``char_end``) index ``source_text``.
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .labeler import label
-from .nla_train import explanation_payload, train_ar, train_av
-from .train import FamilySpec, Schedule
+from nla_probe.toy.labeler import label
+from nla_probe.toy.nla_train import explanation_payload, train_ar, train_av
+from nla_probe.toy.train import FamilySpec, Schedule
 
 logger = logging.getLogger("nla_probe.toy.build")
 
@@ -34,11 +34,11 @@ def _load_base(ctx: Any, spec: FamilySpec) -> Any:
 
 def extract_frame(model: Any, tokenizer: Any, docs: list, spec: FamilySpec,
                   positions_per_doc: int, seed: int = SEED) -> Any:
-    """Activation frame (:mod:`nla_probe.extraction` schema) plus ``genre``, ``split`` and the
+    """Activation frame (:mod:`nla_probe.nla.extraction` schema) plus ``genre``, ``split`` and the
     gold ``explanation`` of each row (labeled from the row's token prefix)."""
     import polars as pl
 
-    from nla_probe.extraction import extract_activations
+    from nla_probe.nla.extraction import extract_activations
 
     frame = extract_activations(model, tokenizer, [d.text for d in docs], [d.doc_id for d in docs],
                                 spec.layer, n_per_doc=positions_per_doc, min_position=1, seed=seed,
@@ -119,10 +119,9 @@ def read_frame(path: Path) -> tuple[Any, Any]:
 def stage_data(ctx: Any, spec: FamilySpec) -> None:
     import numpy as np
 
-    from nla_probe.extraction import write_activations
-    from nla_probe.metrics import variance_baseline
-
-    from .build import load_tokenizer
+    from nla_probe.analysis.metrics import variance_baseline
+    from nla_probe.nla.extraction import write_activations
+    from nla_probe.toy.tokenizer import load_tokenizer
 
     tok = load_tokenizer(ctx, spec)
     model = _load_base(ctx, spec)
@@ -142,7 +141,7 @@ def stage_data(ctx: Any, spec: FamilySpec) -> None:
 def family_contract(ctx: Any, spec: FamilySpec, tok: Any) -> Any:
     """The pair's contract: marker, neighbours, and ``injection_scale`` = the mean training norm
     rounded to 3 decimals."""
-    from nla_probe.export import make_contract
+    from nla_probe.nla.export import make_contract
 
     info = json.loads((ctx.fam_dir(spec.name) / "data.json").read_text())
     return make_contract(tok, spec.hidden_size, spec.layer, round(info["injection_scale"], 3),
@@ -156,13 +155,13 @@ def _train_pairs(ctx: Any, spec: FamilySpec) -> tuple[list[str], Any]:
 
 
 def make_ar(ctx: Any, spec: FamilySpec) -> Any:
-    from nla_probe.reconstructor import build_ar_from_causal_lm
+    from nla_probe.nla.reconstructor import build_ar_from_causal_lm
 
     return build_ar_from_causal_lm(_load_base(ctx, spec), spec.layer)
 
 
 def stage_ar(ctx: Any, spec: FamilySpec) -> None:
-    from .build import load_tokenizer
+    from nla_probe.toy.tokenizer import load_tokenizer
 
     tok = load_tokenizer(ctx, spec)
     contract = family_contract(ctx, spec, tok)
@@ -175,7 +174,7 @@ def stage_ar(ctx: Any, spec: FamilySpec) -> None:
 
 
 def stage_av(ctx: Any, spec: FamilySpec) -> None:
-    from .build import load_tokenizer
+    from nla_probe.toy.tokenizer import load_tokenizer
 
     tok = load_tokenizer(ctx, spec)
     contract = family_contract(ctx, spec, tok)
@@ -185,12 +184,6 @@ def stage_av(ctx: Any, spec: FamilySpec) -> None:
              Schedule(budget_s=ctx.budget(spec, "av_s"), lr=1e-3, max_steps=ctx.size.max_steps,
                       warmup_s=min(30.0, ctx.budget(spec, "av_s") / 10)),
              ctx.fam_dir(spec.name) / "av_state.pt")
-
-
-def stage_distill(ctx: Any, spec: FamilySpec) -> None:
-    from .distill import stage_distill as run_distill
-
-    run_distill(ctx, spec)
 
 
 def trained_model(ctx: Any, spec: FamilySpec, kind: str, *, distilled: bool = True) -> Any:
@@ -211,10 +204,9 @@ def trained_model(ctx: Any, spec: FamilySpec, kind: str, *, distilled: bool = Tr
 def stage_export(ctx: Any, spec: FamilySpec) -> None:
     import torch
 
-    from nla_probe.export import save_ar_checkpoint, save_av_checkpoint
-    from nla_probe.extraction import write_activations
-
-    from .build import load_tokenizer
+    from nla_probe.nla.export import save_ar_checkpoint, save_av_checkpoint
+    from nla_probe.nla.extraction import write_activations
+    from nla_probe.toy.tokenizer import load_tokenizer
 
     tok = load_tokenizer(ctx, spec)
     contract = family_contract(ctx, spec, tok)
@@ -234,7 +226,7 @@ def stage_export(ctx: Any, spec: FamilySpec) -> None:
         frame = frame.sample(n=min(ctx.size.n_eval, frame.height), seed=SEED, shuffle=True)
     write_activations(frame, out / "eval.parquet")
     write_dataset_sidecar(out / "eval.parquet", spec, frame.height, ctx.size.positions_per_doc)
-    from .evaluate import evaluate_pair
+    from nla_probe.toy.evaluate import evaluate_pair
 
     info = json.loads((ctx.fam_dir(spec.name) / "data.json").read_text())
     metrics = evaluate_pair(out / "av", out / "ar", out / "eval.parquet",

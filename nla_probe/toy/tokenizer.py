@@ -160,3 +160,10 @@ def train_tokenizer(
             raise InputError(f"marker {ch!r}: expected one token, found {ids}")
     logger.info("tokenizer: %d tokens saved to %s", len(reloaded), out)
     return reloaded
+
+
+def load_tokenizer(ctx: Any, spec: Any) -> Any:
+    """The tokenizer a toy build trained for family ``spec`` (``<family dir>/tokenizer``)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(ctx.fam_dir(spec.name) / "tokenizer"))

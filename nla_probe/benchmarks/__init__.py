@@ -1,1 +1,0 @@
-"""Benchmarks registered with :mod:`nla_probe.bench_registry`; one module per subsystem."""
