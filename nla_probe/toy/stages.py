@@ -195,7 +195,7 @@ def trained_model(ctx: Any, spec: FamilySpec, kind: str, *, distilled: bool = Tr
     path = fam / f"{kind}_distill_state.pt"
     if not (distilled and path.exists()):
         path = fam / f"{kind}_state.pt"
-    st = torch.load(path, map_location="cpu", weights_only=False)
+    st = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(st["model"])
     logger.info("%s: %s weights from %s (step %d)", spec.name, kind, path.name, st["step"])
     return model.eval()

@@ -120,7 +120,7 @@ def run_budgeted(
     opt = torch.optim.AdamW(params, lr=schedule.lr, betas=(0.9, 0.98), weight_decay=0.01)
     step, elapsed = 0, 0.0
     if state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, elapsed = st["step"], st["elapsed_s"]
