@@ -105,8 +105,9 @@ def attribute_run(result: Any, reconstructor: Any, vectors_of: Callable[[Sequenc
 
     Args:
         result: an :class:`~nla_probe.ablate.result.AblationResult`.
-        reconstructor: the run's AR (:class:`~nla_probe.nla.reconstructor.Reconstructor`).
-        vectors_of: ``sample_ids -> [n, d]`` gold activations of those rows of the data file.
+        reconstructor: the run's AR (:class:`~nla_probe.nla.reconstructor.Reconstructor`), or a
+            function without arguments returning it (called only when some row is not stored yet).
+        vectors_of: ``sample_ids -> [n, d]`` gold activations (the rows ``sample_ids`` of the data file).
         max_rows: cap per experiment (0: nothing is computed, an existing file is left as is).
         batch_size: AR batch size.
         progress: show a progress bar over AR batches.
@@ -118,6 +119,8 @@ def attribute_run(result: Any, reconstructor: Any, vectors_of: Callable[[Sequenc
 
     from nla_probe.surgery.scoring import ATTRIBUTION_COLUMNS, span_attribution
 
+    if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 0:
+        raise InputError(f"attribution rows: expected an integer >= 0, found {max_rows!r}")
     if max_rows == 0:
         return None
     old = load_attribution(result.root)
@@ -154,6 +157,8 @@ def attribute_run(result: Any, reconstructor: Any, vectors_of: Callable[[Sequenc
                 todo.append((sid, why))
         if todo:
             ids = [s for s, _ in todo]
+            if callable(reconstructor) and not hasattr(reconstructor, "reconstruct_detailed"):
+                reconstructor = reconstructor()
             got = span_attribution(reconstructor, [expl[s] for s in ids], vectors_of(ids), denominator=denom,
                                    families=fams, sample_ids=ids, batch_size=batch_size,
                                    on_overflow=spec.metrics.on_overflow, progress=progress)

@@ -349,7 +349,8 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
            device: str | None = None, dtype: Any = None, backend_options: Mapping[str, Any] | None = None,
            limit: int | None = None, shard: str | tuple[int, int] | None = None, batch_size: int = 32,
            denominator: Any = None, progress: bool = False,
-           on_chunk: Callable[[str, int, int], None] | None = None, report: bool = True) -> Any:
+           on_chunk: Callable[[str, int, int], None] | None = None, report: bool = True,
+           attribution_rows: int | None = None) -> Any:
     """Run ablation specs on an NLA pair and activations; returns an :class:`AblationResult`.
 
     Args:
@@ -369,7 +370,9 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
         denominator: overrides every spec's ``metrics.denominator`` (number, name or (value, source)).
         progress: show progress bars on a terminal.
         on_chunk: called as ``on_chunk(experiment, chunk_index, n_chunks)`` after each stored chunk.
-        report: write ``report.md`` and figures.
+        report: write ``report.md``, figures and ``report.html``.
+        attribution_rows: activations per experiment whose spans and sentences get a leave-one-out
+            ΔFVE (:mod:`nla_probe.ablate.attribution`; None = its ``DEFAULT_ROWS``, 0 = none).
     """
     import tempfile
 
@@ -433,6 +436,11 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
     finally:
         store.close()
     result = AblationResult.load(out)
+    from nla_probe.ablate.attribution import DEFAULT_ROWS, attribute_run
+
+    rows = DEFAULT_ROWS if attribution_rows is None else attribution_rows
+    attribute_run(result, lambda: handle.pair.ar, lambda ids: full.vectors[np.asarray(ids, dtype=np.int64)],
+                  max_rows=rows, batch_size=batch_size, progress=progress)
     if report:
         result.write_report()
     return result

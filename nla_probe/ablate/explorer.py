@@ -165,13 +165,12 @@ def experiment_data(result: Any, name: str, strings: _Strings, families: dict[st
     import polars as pl
 
     from nla_probe.ablate.kinds import get_experiment
-    from nla_probe.ablate.result import BASE_COLUMNS
     from nla_probe.hooks.leak_audit import banned_families
     from nla_probe.surgery.view import ColourScale, nice_limit
 
     spec = result.spec(name)
     kind = get_experiment(spec.kind)
-    extras = [c for c in kind.columns if c not in BASE_COLUMNS]
+    extras = list(kind.columns)
     present = result.scan(name).collect_schema().names()
     cols = [c for c in dict.fromkeys([*_ID_COLUMNS, *DETAIL_COLUMNS, *extras]) if c in present]
     f = result.scan(name).select(cols).collect()

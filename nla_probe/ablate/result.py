@@ -238,14 +238,49 @@ class AblationResult:
     # ------------------------------------------------------------------------------------ report
 
     def write_report(self, out: str | Path | None = None) -> Path:
-        """Write ``report.md``, ``figures/*.png`` and ``tables/*.csv`` (default: into :attr:`root`)."""
+        """Write ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``report.html`` (the run
+        explorer, :mod:`nla_probe.ablate.explorer_html`) into ``out`` (default: :attr:`root`);
+        returns the path of ``report.md``."""
+        from nla_probe.ablate.explorer_html import write_html
         from nla_probe.ablate.report import build_report
 
-        return build_report(self, Path(out) if out is not None else self.root)
+        out = Path(out) if out is not None else self.root
+        path = build_report(self, out)
+        write_html(self, out)
+        return path
 
     @property
     def report_path(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def html_path(self) -> Path:
+        """``report.html`` of the run (written with the report)."""
+        return self.root / "report.html"
+
+    # ------------------------------------------------------------------------------------ notebooks
+
+    def show(self, rows: Any = None, experiment: str | None = None) -> Any:
+        """The run explorer (summary and decode browser) for a notebook cell.
+
+        Args:
+            rows: an int (at most that many activations per experiment, sampled as in
+                ``report.html``), a list of ``sample_id`` s, or None (up to
+                :data:`nla_probe.ablate.explorer_html.NOTEBOOK_ROWS`).
+            experiment: one experiment (default: all).
+
+        Returns:
+            An :class:`~nla_probe.ablate.explorer_html.ExplorerView`; Jupyter renders it, ``.save(path)``
+            writes a standalone page.
+        """
+        from nla_probe.ablate.explorer_html import view
+
+        if experiment is not None:
+            self._check(experiment)
+        return view(self, rows, experiment=experiment)
+
+    def _repr_html_(self) -> str:
+        return self.show()._repr_html_()
 
     # ------------------------------------------------------------------------------------ save / load
 
@@ -259,7 +294,10 @@ class AblationResult:
             shutil.copyfile(self.path(name), dest / "results" / f"{name}.parquet")
         if (self.root / "specs").is_dir():
             shutil.copytree(self.root / "specs", dest / "specs", dirs_exist_ok=True)
+        from nla_probe.ablate.attribution import attribution_path
 
+        if attribution_path(self.root).is_file():
+            shutil.copyfile(attribution_path(self.root), attribution_path(dest))
         write_json_atomic(dest / "results" / INFO_NAME, self.info)
         return dest
 
@@ -323,6 +361,11 @@ def merge(dirs: Sequence[str | Path], out: str | Path, report: bool = True) -> A
                 shutil.copyfile(seg, out / "store" / seg.name)
         if (r.root / "specs").is_dir():
             shutil.copytree(r.root / "specs", out / "specs", dirs_exist_ok=True)
+    from nla_probe.ablate.attribution import attribution_path, load_attribution
+
+    parts = [a for a in (load_attribution(r.root) for r in results) if a is not None]
+    if parts:  # shards hold distinct documents, so their attributed rows never overlap
+        pl.concat(parts, how="vertical_relaxed").write_parquet(attribution_path(out))
     info = dict(first)
     info["shard"] = None if len(results) == 1 else f"merged {sorted(shards)}"
     info["merged_from"] = [str(Path(r.root).resolve()) for r in results]

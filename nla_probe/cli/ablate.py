@@ -72,8 +72,11 @@ def ablate(
         help="Backend option KEY=VALUE (repeatable), e.g. tensor_parallel_size=4 for vllm.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Store results only (e.g. on shards).")] = False,
+    attribution_rows: Annotated[int, typer.Option(
+        help="Activations per experiment whose spans and sentences get a leave-one-out ΔFVE for "
+             "report.html (0: none).")] = 100,
 ) -> None:
-    """Run ablation experiments: decode, edit, reconstruct, score; write results, statistics and report.md."""
+    """Run ablation experiments: decode, edit, reconstruct, score; write results, statistics, report.md, report.html."""
     from nla_probe.ablate.engine import ablate as run
     from nla_probe.errors import InputError
 
@@ -107,7 +110,7 @@ def ablate(
     out = out if out is not None else defaults.DEFAULT_ABLATE_OUT
     result = run(loaded, pair, data, out=out, backend=backend, device=device, dtype=dtype,
                  backend_options=_backend_options(backend_opt), limit=limit, shard=shard, batch_size=batch_size,
-                 denominator=denom, progress=True, report=not no_report)
+                 denominator=denom, progress=True, report=not no_report, attribution_rows=attribution_rows)
     if not no_report:
         _print_summary(result)
     totals: dict[str, list[int]] = {}
@@ -120,17 +123,19 @@ def ablate(
     typer.echo(f"results: {out / 'results'} ({work or 'nothing to do'}; cache {out / 'store'})")
     if not no_report:
         typer.echo(f"report: {result.report_path}")
+        typer.echo(f"explorer (open in a browser): {result.html_path.resolve()}")
 
 
 def report(
     out: Annotated[Path, typer.Argument(help="Output directory of `nla-probe ablate` (or of `merge`).")],
     to: Annotated[Optional[Path], typer.Option("--to", help="Write the report here instead of into OUT.")] = None,
 ) -> None:
-    """Rebuild report.md, figures and tables from stored results (no model needed)."""
+    """Rebuild report.md, report.html, figures and tables from stored results (no model needed)."""
     from nla_probe.ablate.result import AblationResult
 
     path = AblationResult.load(out).write_report(to)
     typer.echo(f"report: {path}")
+    typer.echo(f"explorer (open in a browser): {(path.parent / 'report.html').resolve()}")
 
 
 def merge(
@@ -146,6 +151,7 @@ def merge(
     typer.echo(f"merged {len(shards)} shard(s) into {out}: {n} activation-experiment rows")
     if not no_report:
         typer.echo(f"report: {result.report_path}")
+        typer.echo(f"explorer (open in a browser): {result.html_path.resolve()}")
 
 
 def register(app: typer.Typer) -> None:
