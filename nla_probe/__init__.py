@@ -24,6 +24,7 @@ _EXPORTS = {
     "list_transforms": "surgery.base", "get_transform": "surgery.base", "Compose": "surgery.base",
     "register_transform": "surgery.base",
     "score_variants": "surgery.scoring", "span_attribution": "surgery.scoring", "redaction_grid": "surgery.scoring",
+    "show_attribution": "surgery.view",
     "list_hooks": "hooks", "BanChars": "hooks", "LengthPenalty": "hooks", "MinNewTokens": "hooks",
     "MaxNewTokens": "hooks",
     "copy_detection": "copying",
