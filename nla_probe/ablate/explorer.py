@@ -141,7 +141,8 @@ def _attribution(att: Any, name: str, expl_by_id: dict[int, str], families: dict
     deltas: list[float] = []
     if att is None or att.height == 0:
         return out, deltas
-    sub = att.filter(pl.col("experiment") == name).sort("sample_id", "unit", "index")
+    sub = att.filter(pl.col("experiment") == name).sort(["sample_id", "unit", "index"],
+                                                         descending=[False, True, False])  # spans first
     for (sid,), g in sub.group_by("sample_id", maintain_order=True):
         text = expl_by_id.get(int(sid))
         if text is None or g["explanation"][0] != text:
