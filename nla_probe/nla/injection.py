@@ -66,7 +66,12 @@ def check_vectors(vectors: Any, d_model: int, name: str = "vectors") -> "torch.T
     import numpy as np
     import torch
 
-    t = torch.as_tensor(np.asarray(vectors, dtype=np.float32) if not isinstance(vectors, torch.Tensor) else vectors)
+    if isinstance(vectors, torch.Tensor):
+        t = vectors
+    else:
+        a = np.asarray(vectors, dtype=np.float32)
+        # torch warns on (and cannot protect) read-only arrays, e.g. views into a parquet buffer
+        t = torch.as_tensor(a if a.flags.writeable else a.copy())
     t = t.detach().to(torch.float32).cpu()
     if t.ndim == 1:
         t = t[None]

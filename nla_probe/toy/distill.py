@@ -23,6 +23,12 @@ from nla_probe.toy.train import FamilySpec, Schedule
 logger = logging.getLogger("nla_probe.toy.build")
 
 
+def _nanmean(x: np.ndarray) -> float:
+    """Mean of the non-NaN entries of ``x``; NaN (without numpy's empty-slice warning) when there are none."""
+    ok = ~np.isnan(x)
+    return float(x[ok].mean()) if ok.any() else float("nan")
+
+
 def best_of_n(candidates: list[list[str]], mse: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Per row, the candidate with the lowest ``mse`` (``mse[i, j]`` for candidate j of row i)."""
     pick = np.nanargmin(mse, axis=1)
@@ -77,8 +83,8 @@ def stage_distill(ctx: Any, spec: FamilySpec) -> None:
     chosen, pick = best_of_n(cands, mse)
     stats = {"n_vectors": int(len(v)), "n_candidates": n_c,
              "share_gold": float(np.mean(pick == 0)), "share_greedy": float(np.mean(pick == 1)),
-             "mse_gold": float(np.nanmean(mse[:, 0])), "mse_greedy": float(np.nanmean(mse[:, 1])),
-             "mse_chosen": float(np.nanmin(mse, axis=1).mean())}
+             "mse_gold": _nanmean(mse[:, 0]), "mse_greedy": _nanmean(mse[:, 1]),
+             "mse_chosen": float(np.fmin.reduce(mse, axis=1).mean())}
     logger.info("%s distill: %s", spec.name, stats)
     (fam / "distill.json").write_text(json.dumps({"stats": stats, "rows": idx.tolist(),
                                                   "explanations": chosen}, indent=1))
