@@ -94,7 +94,8 @@ class Browser:
         port = int(port_file.read_text().split()[0])
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
         page = next(t for t in targets if t["type"] == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self._conn = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
+        self.ws = self._conn.__enter__()
         self._id = 0
         self.call("Page.enable")
         self.call("Runtime.enable")
@@ -140,8 +141,8 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
-        except Exception:  # noqa: BLE001
+            self._conn.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - closing a dead connection
             pass
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -342,8 +342,10 @@ function nlaExplorer(root, opts) {
       "a=" + encodeURIComponent(e.conds[st.a].name), "b=" + encodeURIComponent(e.conds[st.b].name), "page=" + st.page];
     if (st.q) p.push("q=" + encodeURIComponent(st.q));
     if (st.row !== null) p.push("row=" + e.ids[st.row]);
-    try { history.replaceState(null, "", "#" + p.join("&")); } catch (err) { /* file:// in some browsers */ }
+    lastHash = "#" + p.join("&");
+    try { history.replaceState(null, "", lastHash); } catch (err) { /* file:// in some browsers */ }
   }
+  var lastHash = null;
   function loadHash() {
     if (!opts.hash || !location.hash) return;
     var h = {};
@@ -360,6 +362,11 @@ function nlaExplorer(root, opts) {
   }
   loadHash();
   build();
+  if (opts.hash) window.addEventListener("hashchange", function () {
+    if (location.hash === lastHash) return;
+    st.row = null; st.a = st.b = null; st.filters = {}; st.q = ""; st.page = 0;
+    loadHash(); build();
+  });
   root.setAttribute("data-ready", "1");
   return st;
 }
