@@ -197,7 +197,7 @@ def test_spec_round_trip_and_errors():
                         "bias": -100.0, "partial_bytes": "allow"}
     assert hooks_from_spec(specs) == tuple(hooks)
     assert hook_from_spec({"name": "min_new_tokens", "n": 3}) == MinNewTokens(3)
-    with pytest.raises(UnknownNameError, match="valid hooks: ban_chars, length_penalty"):
+    with pytest.raises(UnknownNameError, match="valid hooks: ban_chars, grammar, length_penalty"):
         hook_from_spec({"name": "ban"})
     with pytest.raises(SpecError, match="unknown key.*'family'.*valid keys"):
         hook_from_spec({"name": "ban_chars", "family": "quotes"})
@@ -205,7 +205,7 @@ def test_spec_round_trip_and_errors():
         hook_from_spec({"name": "min_new_tokens", "version": 2})
     with pytest.raises(SpecError, match="lam"):
         hook_from_spec({"name": "length_penalty", "lam": -1})
-    assert list_hooks() == ["ban_chars", "length_penalty", "min_new_tokens", "max_new_tokens"]
+    assert list_hooks() == ["ban_chars", "grammar", "prefix", "length_penalty", "min_new_tokens", "max_new_tokens"]
     assert BanChars("quotes").describe() == "ban_chars(families=('quotes',))"
 
 

@@ -47,9 +47,10 @@ from nla_probe.hooks.base import (
                                   list_hooks,
                                   register_hook,
 )
+from nla_probe.hooks.grammar import GRAMMAR_FORMATS, GRAMMAR_SCOPES, Grammar, Prefix
 from nla_probe.hooks.length import LENGTH_TARGETS, LengthPenalty, MaxNewTokens, MinNewTokens, end_token_ids
 from nla_probe.nla.generation import LENGTH_SCHEDULES, VLLM_LENGTH_KEY, length_bonus, merge_vllm_kwargs
 
-__all__ = ["HOOKS", "LENGTH_SCHEDULES", "LENGTH_TARGETS", "SPEC_VERSION", "VLLM_LENGTH_KEY", "BanChars", "Hook",
+__all__ = ["GRAMMAR_FORMATS", "GRAMMAR_SCOPES", "Grammar", "Prefix", "HOOKS", "LENGTH_SCHEDULES", "LENGTH_TARGETS", "SPEC_VERSION", "VLLM_LENGTH_KEY", "BanChars", "Hook",
            "LengthPenalty", "MaxNewTokens", "MinNewTokens", "end_token_ids", "get_hook", "hook_from_spec",
            "hooks_from_spec", "hooks_to_spec", "length_bonus", "list_hooks", "merge_vllm_kwargs", "register_hook"]

@@ -24,6 +24,14 @@ TAG_STATUSES = ("ok", "no_close", "no_open")
 LENGTH_SCHEDULES = ("linear", "constant")
 #: ``SamplingParams.extra_args`` key read by the vLLM engine-level length processor.
 VLLM_LENGTH_KEY = "nla_probe_length"
+#: ``SamplingParams.extra_args`` key read by the vLLM engine-level grammar dead-end guard.
+VLLM_GRAMMAR_GUARD_KEY = "nla_probe_grammar_guard"
+#: A row whose best logit, after every hook has acted, is at or below this value has no allowed
+#: token: a grammar's mask writes −inf, a ban's default bias is −1e9 (``nla_probe.hooks.grammar``).
+DEAD_END_LOGIT = -1e8
+#: ``Decode.finish_reason`` of a row that reached a grammar dead end.
+GRAMMAR_DEAD_END = "grammar_dead_end"
+FINISH_REASONS = ("stop", "length", GRAMMAR_DEAD_END)
 
 
 def parse_explanation(raw: str) -> tuple[str, str]:
@@ -105,17 +113,20 @@ class Decode:
 
     Attributes:
         row: index of the input vector.
-        raw_text: decoded text (special tokens kept, stop token removed).
+        raw_text: decoded text (special tokens kept, stop token removed), preceded by ``prefix``.
         explanation: parsed explanation (raw text when tags are missing; see ``tag_status``).
         tag_status: 'ok' | 'no_close' | 'no_open'.
-        token_ids: generated ids, stop token excluded.
+        token_ids: generated ids, stop token excluded (the prefix's ids are not included).
         n_tokens: ``len(token_ids)``.
-        finish_reason: 'stop' (a stop id was produced) or 'length' (hit the length cap: the smaller
-            of ``max_new_tokens`` and any hook's cap, see :func:`length_limits`); ``truncated`` says
-            the same as a bool.
+        finish_reason: 'stop' (a stop id was produced), 'length' (hit the length cap: the smaller
+            of ``max_new_tokens`` and any hook's cap, see :func:`length_limits`; ``truncated`` says
+            the same as a bool) or 'grammar_dead_end' (a grammar hook left no allowed token; the
+            decode holds the tokens generated before that step).
         hooks: spec dicts of the hooks that produced it.
         sampling: the sampling parameters (dict).
         backend: 'hf' or 'vllm'.
+        prefix: text written after the prompt before decoding (a ``prefix`` hook; '' without one).
+            It is part of ``raw_text`` and of the parsed explanation.
     """
 
     row: int
@@ -128,6 +139,7 @@ class Decode:
     hooks: tuple[dict, ...] = ()
     sampling: dict = field(default_factory=dict)
     backend: str = "hf"
+    prefix: str = ""
 
     @property
     def truncated(self) -> bool:
@@ -183,6 +195,7 @@ def decodes_to_frame(decodes: list[Decode]) -> Any:
         "hooks": [json.dumps(list(d.hooks), sort_keys=True) for d in decodes],
         "sampling": [json.dumps(d.sampling, sort_keys=True) for d in decodes],
         "backend": [d.backend for d in decodes],
+        "prefix": [d.prefix for d in decodes],
     }, schema_overrides={"token_ids": pl.List(pl.Int64)})
 
 

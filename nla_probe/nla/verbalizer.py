@@ -6,6 +6,11 @@ injects each vector at the marker (see :mod:`nla_probe.nla.injection`), decodes,
 non-zero norm) before any generation starts; the output has exactly one :class:`Decode` per input
 row, in input order.
 
+Hooks may add two things the verbalizer itself applies: ``preflight(hooks, ctx)`` (checks of the
+whole hook list, run once before any decode, e.g. a grammar refusing a ban that removes every
+token it needs) and ``prefix_text()`` (text appended to the prompt before decoding; the decode's
+``raw_text`` starts with it and it is parsed as part of the explanation).
+
 Sampled decodes are reproducible for the same ``seed`` and ``batch_size``: batch b is decoded with
 the RNG seeded to ``seed + b``; on the vLLM backend request j of batch b is seeded from
 ``SeedSequence([seed + b, j])``.
@@ -45,13 +50,14 @@ class Verbalizer:
     def contract(self):
         return self.av.contract
 
-    def prompt_embeds(self, vectors: Any) -> Any:
-        """Prompt embeddings ``[n, T, d]`` with each vector injected at the marker."""
+    def prompt_embeds(self, vectors: Any, prefix_ids: Sequence[int] = ()) -> Any:
+        """Prompt embeddings ``[n, T, d]`` with each vector injected at the marker; ``prefix_ids``
+        (an assistant prefix, already tokenised) are appended after the prompt."""
         import torch
 
         v = check_vectors(vectors, self.contract.d_model)
         emb = self.av.model.get_input_embeddings().weight
-        ids = torch.tensor([self.av.prompt_ids] * v.shape[0], device=emb.device)
+        ids = torch.tensor([list(self.av.prompt_ids) + list(prefix_ids)] * v.shape[0], device=emb.device)
         with torch.inference_mode():
             return embed_with_injection(emb, ids, v, self.contract, self.av.embed_scale,
                                         sites=[self.av.site] * v.shape[0])
@@ -72,6 +78,15 @@ class Verbalizer:
             raise InputError(f"batch_size: expected >= 1, found {batch_size}")
         v = check_vectors(vectors, self.contract.d_model)
         ctx = self.hook_context(sampling)
+        for h in hooks:
+            if hasattr(h, "preflight"):
+                h.preflight(hooks, ctx)
+        prefix = "".join(h.prefix_text() for h in hooks if hasattr(h, "prefix_text"))
+        prefix_ids = tuple(self.av.tokenizer.encode(prefix, add_special_tokens=False)) if prefix else ()
+        if prefix_ids:
+            from dataclasses import replace
+
+            ctx = replace(ctx, prompt_len=ctx.prompt_len + len(prefix_ids))
         specs = tuple(h.to_spec() for h in hooks)
         starts = list(range(0, v.shape[0], batch_size))
         if progress:
@@ -82,15 +97,16 @@ class Verbalizer:
         out: list[Decode] = []
         for b, s in enumerate(starts):
             chunk = v[s:s + batch_size]
-            emb = self.prompt_embeds(chunk)
+            emb = self.prompt_embeds(chunk, prefix_ids)
             samp = Sampling(max_new_tokens, do_sample, temperature, top_p, seed + (s // batch_size))
             gen = self.backend.generate(emb, samp, hooks, ctx)
             for j, (ids, reason) in enumerate(gen):
-                raw = tok.decode(ids, skip_special_tokens=False)
+                raw = prefix + tok.decode(ids, skip_special_tokens=False)
                 expl, status = parse_explanation(raw)
                 out.append(Decode(row=s + j, raw_text=raw, explanation=expl, tag_status=status,
                                   token_ids=tuple(ids), n_tokens=len(ids), finish_reason=reason,
-                                  hooks=specs, sampling=sampling.to_dict(), backend=self.backend_name))
+                                  hooks=specs, sampling=sampling.to_dict(), backend=self.backend_name,
+                                  prefix=prefix))
         return out
 
     def verbalize_frame(self, vectors: Any, **kwargs: Any) -> Any:

@@ -22,7 +22,10 @@ class HFBackend:
         """Decode a batch of prompt embeddings ``[B, T, d]`` (all prompts have the same length).
 
         The length cap is :func:`~nla_probe.nla.generation.length_limits` of the sampling and hooks; the
-        hooks' logits processors run on raw logits, before temperature and top-p.
+        hooks' logits processors run on raw logits, before temperature and top-p, in hook order except
+        that processors with ``runs_last = True`` (a grammar's mask, which checks for dead ends after
+        every other hook has acted) run after the others.  A processor may report rows that ended
+        early through ``finish_overrides() -> {row: (n_tokens, finish_reason)}``.
         """
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
@@ -37,7 +40,8 @@ class HFBackend:
             top_p=sampling.top_p if sampling.do_sample else None, top_k=None,
             repetition_penalty=None, eos_token_id=stop, pad_token_id=pad,
         )
-        procs = LogitsProcessorList([p for h in hooks for p in h.hf_logits_processors(ctx)])
+        made = [p for h in hooks for p in h.hf_logits_processors(ctx)]
+        procs = LogitsProcessorList(sorted(made, key=lambda p: bool(getattr(p, "runs_last", False))))
         mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         # generate() fills unset options from model.generation_config; the checkpoint's sampling
         # defaults (top_k, repetition_penalty, ...) are not part of the NLA recipe, so swap them out.
@@ -51,9 +55,17 @@ class HFBackend:
                                          logits_processor=procs)
         finally:
             model.generation_config = saved
+        overrides: dict[int, tuple[int, str]] = {}
+        for p in procs:
+            if hasattr(p, "finish_overrides"):
+                overrides.update(p.finish_overrides())
         stops = set(stop)
         results = []
-        for row in out.tolist():
+        for i, row in enumerate(out.tolist()):
+            if i in overrides:
+                n, reason = overrides[i]
+                results.append((row[:n], reason))
+                continue
             ids, reason = [], "length"
             for t in row:
                 if t in stops:

@@ -13,7 +13,12 @@ Hooks map onto ``SamplingParams`` (:func:`nla_probe.hooks.merge_vllm_kwargs`):
   forbids a token unless its logit leads every allowed one by more than 100 nats;
 * ``min_new_tokens`` -> ``min_tokens`` (vLLM blocks ``stop_token_ids`` and EOS until then);
 * the length cap -> ``max_tokens``; ``length_penalty`` -> :class:`LengthBonusProcessor`, an
-  engine-level logits processor switched on per request through ``extra_args``.
+  engine-level logits processor switched on per request through ``extra_args``;
+* ``grammar`` -> ``structured_outputs=StructuredOutputsParams(grammar=<EBNF>)``, compiled by
+  xgrammar (the backend sets ``structured_outputs_config={"backend": "xgrammar"}`` unless you pass
+  one; another backend is refused for grammar hooks, so both backends build the same masks), plus
+  :class:`GrammarGuardProcessor`, which ends rows at a dead end (``finish_reason="grammar_dead_end"``);
+* ``prefix`` -> nothing here: the verbalizer appends the prefix to the prompt embeddings.
 
 Model runner: custom logits processors and unbounded ``logit_bias`` lists need vLLM's V1 model
 runner, so the backend sets ``VLLM_USE_V2_MODEL_RUNNER=0`` when the variable is unset.  If you set
@@ -31,7 +36,10 @@ from typing import Any
 
 from nla_probe.errors import InputError
 from nla_probe.nla.generation import (
+    DEAD_END_LOGIT,
+    GRAMMAR_DEAD_END,
     LENGTH_SCHEDULES,
+    VLLM_GRAMMAR_GUARD_KEY,
     VLLM_LENGTH_KEY,
     HookContext,
     Sampling,
@@ -53,7 +61,9 @@ except ImportError as e:  # the optional dependency is missing
 _RESERVED = ("model", "enable_prompt_embeds")
 #: vLLM's per-request ``logit_bias`` limit on the V2 model runner.
 V2_LOGIT_BIAS_LIMIT = 1024
-_SAMPLING_KEYS = {"logit_bias", "min_tokens", "max_tokens", "extra_args"}
+_SAMPLING_KEYS = {"logit_bias", "min_tokens", "max_tokens", "extra_args", "structured_outputs"}
+#: The structured-output backend grammar hooks need (the one the transformers backend uses).
+GRAMMAR_BACKEND = "xgrammar"
 
 
 def _check_length_entries(entries: Any) -> list[dict]:
@@ -120,6 +130,59 @@ class LengthBonusProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type]
         return logits
 
 
+class GrammarGuardProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type]
+    """vLLM (V1 model runner) engine-level dead-end guard of :class:`nla_probe.hooks.Grammar`.
+
+    For each request whose ``extra_args`` hold ``nla_probe_grammar_guard`` entries ``{stop}``: when
+    no logit of its row is above ``DEAD_END_LOGIT`` once the grammar's mask, ``min_tokens`` and
+    ``logit_bias`` have acted (custom processors run after vLLM's built-in ones), it leaves exactly
+    one token allowed that the grammar rejects — the first −inf id that is not a stop id.  The
+    scheduler then ends the request with finish reason ``"error"`` (logging that the grammar
+    rejected the token), which :meth:`VLLMBackend.generate` reports as ``"grammar_dead_end"``
+    without that token.  Other requests are untouched.
+    """
+
+    def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool):
+        self.state: dict[int, list[int]] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params: Any) -> None:
+        entries = (sampling_params.extra_args or {}).get(VLLM_GRAMMAR_GUARD_KEY)
+        if entries is not None and not (isinstance(entries, list) and all(
+                isinstance(e, dict) and set(e) == {"stop"} and isinstance(e["stop"], list)
+                and all(isinstance(i, int) for i in e["stop"]) for e in entries)):
+            raise ValueError(f"extra_args[{VLLM_GRAMMAR_GUARD_KEY!r}]: expected a list of {{stop: list[int]}}, "
+                             f"found {entries!r}")
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def update_state(self, batch_update: Any) -> None:
+        def new_state(params: Any, _prompt: Any, _output_ids: list[int]) -> Any:
+            entries = (params.extra_args or {}).get(VLLM_GRAMMAR_GUARD_KEY)
+            return sorted({i for e in entries for i in e["stop"]}) if entries else None
+
+        process_dict_updates(self.state, batch_update, new_state)
+
+    def apply(self, logits: Any) -> Any:
+        import torch
+
+        if not self.state:
+            return logits
+        rows = list(self.state)
+        best = logits[rows].max(dim=1).values.tolist()
+        for index, b in zip(rows, best):
+            if b > DEAD_END_LOGIT:
+                continue
+            stops = self.state[index]
+            rejected = torch.nonzero(torch.isneginf(logits[index])).flatten().tolist()
+            sentinel = next((i for i in rejected if i not in stops), None)
+            logits[index] = -math.inf
+            if sentinel is not None:
+                logits[index, sentinel] = 0.0
+        return logits
+
+
 def request_seed(seed: int, j: int) -> int:
     """The 31-bit seed of request ``j`` of a batch sampled with ``seed``."""
     import numpy as np
@@ -168,7 +231,9 @@ class VLLMBackend:
         kwargs.update(engine_kwargs)
         procs = list(kwargs.pop("logits_processors", None) or [])
         if not self.v2_runner:
-            procs.append(LengthBonusProcessor)
+            procs += [LengthBonusProcessor, GrammarGuardProcessor]
+        so = kwargs.setdefault("structured_outputs_config", {"backend": GRAMMAR_BACKEND})
+        self.grammar_backend = so.get("backend", "auto") if isinstance(so, dict) else getattr(so, "backend", "auto")
         self.engine_kwargs = {k: v for k, v in kwargs.items()}
         self.llm = LLM(model=str(av.path), enable_prompt_embeds=True, logits_processors=procs or None, **kwargs)
 
@@ -198,9 +263,21 @@ class VLLMBackend:
         if bias and self.v2_runner and len(bias) > V2_LOGIT_BIAS_LIMIT:
             raise InputError(f"ban of {len(bias)} token ids: the V2 model runner takes at most {V2_LOGIT_BIAS_LIMIT}; "
                              "unset VLLM_USE_V2_MODEL_RUNNER or set it to 0")
+        so = kw.get("structured_outputs")
+        if so is not None:
+            if self.grammar_backend != GRAMMAR_BACKEND:
+                raise InputError(f"grammar on the vllm backend: expected the engine's structured-output backend to be "
+                                 f"{GRAMMAR_BACKEND!r} (the library the hf backend uses), found "
+                                 f"{self.grammar_backend!r}; drop structured_outputs_config or set its backend")
+            if self.v2_runner:
+                raise InputError("grammar on the vllm backend needs the V1 model runner (its dead-end guard is a "
+                                 "logits processor); unset VLLM_USE_V2_MODEL_RUNNER or set it to 0")
+            from vllm.sampling_params import StructuredOutputsParams
+
+            so = StructuredOutputsParams(**so)
         common = dict(max_tokens=min(cap, kw.get("max_tokens", cap)), min_tokens=kw.get("min_tokens", 0),
                       stop_token_ids=list(ctx.stop_ids), logit_bias=bias, extra_args=extra or None,
-                      detokenize=False, skip_special_tokens=False)
+                      detokenize=False, skip_special_tokens=False, structured_outputs=so)
         if sampling.do_sample:
             return [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
                                    seed=request_seed(sampling.seed, j), **common) for j in range(n)]
@@ -212,10 +289,14 @@ class VLLMBackend:
         prompts = [{"prompt_embeds": e.detach().to("cpu")} for e in embeds]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         stops = set(ctx.stop_ids)
+        grammar = params[0].structured_outputs is not None if params else False
         results = []
         for o in outs:
             c = o.outputs[0]
             ids = [int(t) for t in c.token_ids]
+            if grammar and c.finish_reason == "error":  # the dead-end guard's sentinel was rejected
+                results.append((ids[:-1], GRAMMAR_DEAD_END))
+                continue
             reason = "stop" if c.finish_reason == "stop" else "length"
             if reason == "stop" and ids and ids[-1] in stops:
                 ids.pop()

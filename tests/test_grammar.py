@@ -1,0 +1,203 @@
+"""Grammar and prefix hooks: built-in texts, checks before decoding, transformers decodes on the toy pair.
+
+Every decode is checked against a hand-written Python ``re`` pattern or character scan written
+here, not against the library that produced it.
+"""
+
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("xgrammar")
+
+from nla_probe.defaults import toy_eval_path, toy_pair_dirs  # noqa: E402
+from nla_probe.errors import InputError, SpecError, UnknownNameError  # noqa: E402
+from nla_probe.hooks import (  # noqa: E402
+    BanChars,
+    Grammar,
+    LengthPenalty,
+    MinNewTokens,
+    Prefix,
+    hook_from_spec,
+    list_hooks,
+)
+from nla_probe.hooks.grammar_check import shortest_text  # noqa: E402
+from nla_probe.hooks.grammar_text import SCAFFOLDS, scaffold_opening  # noqa: E402
+from nla_probe.nla.generation import Sampling  # noqa: E402
+
+# ---------------------------------------------------------------- independent checkers
+_Q = r'"[^"\n<]+"'
+_S = "[ \n,.;:!?\u2013\u2014-]{1,4}"
+SPANS_ONLY_RE = re.compile(rf"<explanation>\n?{_Q}(?:{_S}{_Q})*(?:{_S})?\n?</explanation>")
+_RUN = rf"{_Q}(?:{_S}{_Q})*(?:{_S})?"
+TOY_SCAFFOLD_RE = re.compile(rf'<explanation>\n?Token {_Q} after {_Q}\.\n\n{_RUN}\n\n{_RUN}\n?</explanation>')
+# Every delimiter character of docs/hooks.md's table, written out by hand.
+DELIMS = set('"\u201c\u201d\u201e\u201f\uff02\u301d\u301e\u301f\u2033'
+             "'\u2018\u2019\u201a\u201b`\u2032\uff07\u00b4"
+             "\u300c\u300d\u300e\u300f\uff62\uff63\u00ab\u00bb\u2039\u203a*_()\uff08\uff09[]\uff3b\uff3d")
+
+
+def no_delimiters_ok(raw: str) -> bool:
+    m = re.fullmatch(r"<explanation>\n?([^<]*?)\n?</explanation>", raw, re.DOTALL)
+    return m is not None and not (set(m.group(1)) & DELIMS)
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def av():
+    from nla_probe.nla.checkpoint import load_av
+
+    d = toy_pair_dirs()[0]
+    if not (d / "nla_meta.yaml").is_file():
+        pytest.skip("toy pair not present")
+    return load_av(d)
+
+
+@pytest.fixture(scope="module")
+def verb(av):
+    return av.verbalizer()
+
+
+@pytest.fixture(scope="module")
+def vecs(av):
+    from nla_probe.nla.extraction import read_activations
+
+    pool = torch.as_tensor(read_activations(toy_eval_path())[1])
+    return pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(3))[:24]]
+
+
+# ---------------------------------------------------------------- texts and static checks
+def test_registered_and_spec_round_trip():
+    assert {"grammar", "prefix"} <= set(list_hooks())
+    g = Grammar(builtin="scaffold_spans", scaffold="toy")
+    spec = g.to_spec()
+    assert spec == {"version": 1, "name": "grammar", "builtin": "scaffold_spans", "regex": "", "ebnf": "",
+                    "lark": "", "json_schema": "", "scope": "body", "scaffold": "toy"}
+    assert hook_from_spec(spec) == g
+    assert hook_from_spec({"name": "grammar", "regex": "[a-z]+"}) == Grammar(regex="[a-z]+")
+    assert hook_from_spec({"name": "prefix", "scaffold": "toy"}).prefix_text() == '<explanation>\nToken "'
+
+
+def test_shortest_text_hand_computed():
+    # root -> "ab" | "c" x ; x -> [d-f]{2}: shortest "ab"; without 'a': "cdd"; without a, d, e, f: none.
+    g = 'root ::= "ab" | "c" x\nx ::= [d-f]{2}'
+    import xgrammar as xgr
+
+    e = str(xgr.Grammar.from_ebnf(g))
+    assert shortest_text(e) == "ab"
+    assert shortest_text(e, {"a"}) == "cdd"
+    assert shortest_text(e, {"a", "d"}) == "cee"
+    assert shortest_text(e, set("adef")) is None
+    assert shortest_text(str(xgr.Grammar.from_ebnf('root ::= "a" root'))) is None  # never ends
+    assert Grammar(builtin="spans_only").shortest_text() == '<explanation>"a"</explanation>'
+
+
+def test_scaffold_opening_and_texts():
+    assert scaffold_opening("toy") == 'Token "'
+    assert scaffold_opening("released") == ""
+    assert scaffold_opening('Kind: {a|b} "…"') == "Kind: "
+    assert SCAFFOLDS["released"].count('"\u2026"') == 4
+
+
+def test_bad_inputs_are_refused_with_clear_messages(verb):
+    with pytest.raises(InputError, match=r"grammar.regex: invalid regular expression: .*position 3: Unmatched '\)'"):
+        Grammar(regex="ab)cd")  # positions count characters from 1
+    with pytest.raises(InputError, match=r"invalid EBNF grammar: .*line 1, column \d+.*not defined"):
+        Grammar(ebnf='root ::= "a" b')
+    with pytest.raises(UnknownNameError, match="unknown built-in grammar 'span_only'; valid built-in grammars: "
+                                               "no_delimiters, scaffold_spans, spans_only"):
+        Grammar(builtin="span_only")
+    with pytest.raises(InputError, match=r"exactly one of .* found \['builtin', 'regex'\]"):
+        Grammar(builtin="spans_only", regex="a")
+    with pytest.raises(InputError, match="registered scaffold .*released, toy.* found 'nope'"):
+        Grammar(builtin="scaffold_spans", scaffold="nope")
+    with pytest.raises(SpecError, match="unknown key"):
+        hook_from_spec({"name": "grammar", "builtin": "spans_only", "grammar": "x"})
+    s = Sampling(max_new_tokens=40)
+    ctx = verb.hook_context(s)
+    no_end = Grammar(ebnf='root ::= "a" root', scope="output")
+    with pytest.raises(InputError, match="no text matches this grammar, so a decode could never end"):
+        no_end.preflight([no_end], ctx)
+    g, ban = Grammar(builtin="spans_only"), BanChars(families=("quotes",))
+    with pytest.raises(InputError, match=r"grammar\(builtin='spans_only'\) with ban_chars\(families=\('quotes',\)\): "
+                                         r"every text the grammar accepts needs a banned character .*'\"'"):
+        g.preflight([g, ban], ctx)
+    long = Grammar(regex="(the ){60}")
+    with pytest.raises(InputError, match=r"shortest text takes \d+ tokens .* more than the length cap of 40"):
+        long.preflight([long], ctx)
+    p = Prefix(text="<explanation>")
+    with pytest.raises(InputError, match="grammar with prefix"):
+        g.preflight([g, p], ctx)
+    # the checks run inside verbalize, before any decode
+    with pytest.raises(InputError, match="needs a banned character"):
+        verb.verbalize(torch.randn(2, 128), max_new_tokens=40, hooks=[g, ban])
+    # compatible: no delimiters + ban of every delimiter family
+    nd = Grammar(builtin="no_delimiters")
+    nd.preflight([nd, BanChars(families=("all",))], ctx)
+
+
+# ---------------------------------------------------------------- decodes (transformers)
+def test_builtin_grammars_hold_on_every_decode(verb, vecs):
+    base = verb.verbalize(vecs, max_new_tokens=96, batch_size=24)
+    cases = [(Grammar(builtin="spans_only"), lambda r: SPANS_ONLY_RE.fullmatch(r) is not None),
+             (Grammar(builtin="scaffold_spans", scaffold="toy"), lambda r: TOY_SCAFFOLD_RE.fullmatch(r) is not None),
+             (Grammar(builtin="no_delimiters"), no_delimiters_ok)]
+    for g, ok in cases:
+        dec = verb.verbalize(vecs, max_new_tokens=96, hooks=[g], batch_size=24)
+        done = [d for d in dec if d.finish_reason == "stop"]
+        assert len(done) >= 20, (g, [d.raw_text for d in dec if d.finish_reason != "stop"][:3])
+        bad = [d.raw_text for d in done if not ok(d.raw_text)]
+        assert not bad, (g.describe(), bad[:3])
+        assert all(d.tag_status == "ok" and d.hooks == (g.to_spec(),) for d in done)
+        assert sum(a.token_ids == b.token_ids for a, b in zip(dec, base)) < len(vecs)
+    assert not any(SPANS_ONLY_RE.fullmatch(d.raw_text) for d in base)  # the toy never writes spans only
+
+
+def test_per_row_state_is_independent_of_batching(verb, vecs):
+    g = Grammar(builtin="spans_only")
+    whole = verb.verbalize(vecs, max_new_tokens=48, hooks=[g], batch_size=24)
+    chunked = verb.verbalize(vecs, max_new_tokens=48, hooks=[g], batch_size=5)
+    assert [d.token_ids for d in whole] == [d.token_ids for d in chunked]
+    alone = verb.verbalize(vecs[7:8], max_new_tokens=48, hooks=[g])
+    assert alone[0].token_ids == whole[7].token_ids
+
+
+def test_grammar_composes_with_a_ban_and_a_length_penalty(verb, vecs):
+    g = Grammar(builtin="spans_only")
+    ban = BanChars(families=("parentheses",))
+    dec = verb.verbalize(vecs, max_new_tokens=96, hooks=[g, ban, LengthPenalty(lam=0.5)], batch_size=24)
+    plain = verb.verbalize(vecs, max_new_tokens=96, hooks=[g], batch_size=24)
+    done = [d for d in dec if d.finish_reason == "stop"]
+    assert len(done) >= 20
+    assert all(SPANS_ONLY_RE.fullmatch(d.raw_text) and not set(d.raw_text) & set("()") for d in done)
+    assert sum(d.n_tokens for d in dec) < sum(d.n_tokens for d in plain)  # the penalty shortens
+
+
+def test_dead_end_is_reported_per_row(verb, vecs):
+    # '—' (E2 80 94) exists in the toy vocabulary only as byte tokens; banning '“' with partial bytes
+    # also bans the lone lead byte E2, so the grammar's next character cannot be written.  The static
+    # check passes (no text of the grammar holds '“'), decoding reaches the dead end.
+    g = Grammar(regex="Token \u2014[a-z]+")
+    with pytest.warns(UserWarning, match="U\\+201C"):
+        ban = BanChars(chars="\u201c")
+        dec = verb.verbalize(vecs[:4], max_new_tokens=30, hooks=[g, ban])
+    for d in dec:
+        assert d.finish_reason == "grammar_dead_end"
+        assert d.raw_text == "<explanation>\nToken "  # everything generated before the dead end
+    # a floor yields to a grammar that allows nothing but the stop token (vLLM's rule too)
+    short = Grammar(regex="Token")
+    dec = verb.verbalize(vecs[:4], max_new_tokens=30, hooks=[short, MinNewTokens(20)])
+    assert all(d.finish_reason == "stop" and re.fullmatch(r"<explanation>\n?Token\n?</explanation>", d.raw_text)
+               for d in dec)
+
+
+def test_prefix_counts_as_part_of_the_explanation(verb, vecs):
+    p = Prefix(scaffold="toy")
+    dec = verb.verbalize(vecs[:6], max_new_tokens=60, hooks=[p])
+    tok = verb.av.tokenizer
+    for d in dec:
+        assert d.raw_text.startswith('<explanation>\nToken "')
+        assert d.raw_text == '<explanation>\nToken "' + tok.decode(list(d.token_ids), skip_special_tokens=False)
+        assert d.n_tokens == len(d.token_ids)
+        assert d.tag_status == "ok" and d.explanation.startswith('Token "')
