@@ -201,3 +201,36 @@ def test_prefix_counts_as_part_of_the_explanation(verb, vecs):
         assert d.raw_text == '<explanation>\nToken "' + tok.decode(list(d.token_ids), skip_special_tokens=False)
         assert d.n_tokens == len(d.token_ids)
         assert d.tag_status == "ok" and d.explanation.startswith('Token "')
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_verbalize_with_a_grammar(tmp_path):
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from nla_probe.cli import app
+    from nla_probe.cli.core import grammar_hooks
+
+    d = toy_pair_dirs()[0]
+    if not (d / "nla_meta.yaml").is_file():
+        pytest.skip("toy pair not present")
+    out = tmp_path / "dec.parquet"
+    r = CliRunner().invoke(app, ["verbalize", "--av", str(d), "--data", str(toy_eval_path()), "--out", str(out),
+                                 "--limit", "6", "--max-new-tokens", "64", "--grammar", "spans_only"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    frame = pl.read_parquet(out)
+    done = frame.filter(pl.col("finish_reason") == "stop")["raw_text"].to_list()
+    assert frame.height == 6 and len(done) >= 5 and all(SPANS_ONLY_RE.fullmatch(t) for t in done)
+    assert '"builtin": "spans_only"' in frame["hooks"][0]
+    assert grammar_hooks("scaffold_spans", "toy") == [Grammar(builtin="scaffold_spans", scaffold="toy")]
+    assert grammar_hooks(None, "toy", "scaffold") == [Prefix(scaffold="toy")]
+    assert grammar_hooks("regex:[a-z]+", None, "<explanation>\\n") == [Grammar(regex="[a-z]+"),
+                                                                        Prefix(text="<explanation>\n")]
+    lark = tmp_path / "g.lark"
+    lark.write_text('start: "x" /[a-z]+/\n')
+    assert grammar_hooks(f"lark:{lark}")[0].lark.startswith("start:")
+    with pytest.raises(UnknownNameError, match="valid built-in grammars: no_delimiters, scaffold_spans, spans_only"):
+        grammar_hooks("spans")
+    with pytest.raises(InputError, match="--grammar ebnf:: expected a readable file, found 'nope.gbnf'"):
+        grammar_hooks("ebnf:nope.gbnf")

@@ -45,6 +45,53 @@ def inspect(
     Console().print(t)
 
 
+def grammar_hooks(grammar: str | None, scaffold: str | None = None, prefix: str | None = None,
+                  scope: str = "body") -> list:
+    """The hooks of ``--grammar`` / ``--scaffold`` / ``--prefix`` (see ``nla-probe verbalize --help``).
+
+    ``--grammar`` is a built-in name, or ``regex:PATTERN``, or ``ebnf:PATH`` / ``lark:PATH`` /
+    ``json:PATH`` (the file's text); ``--scaffold`` is a registered scaffold name or a text file;
+    ``--prefix`` is the prefix text, or ``scaffold`` for the scaffold's fixed opening.
+    """
+    from nla_probe.errors import InputError
+    from nla_probe.hooks import Grammar, Prefix
+
+    def read(path: str, what: str) -> str:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{what}: expected a readable file, found {path!r}")
+        return p.read_text(encoding="utf-8")
+
+    scaffold_text = ""
+    if scaffold:
+        from nla_probe.hooks.grammar_text import SCAFFOLDS
+
+        scaffold_text = scaffold if scaffold in SCAFFOLDS else read(scaffold, "--scaffold")
+    hooks: list = []
+    if grammar:
+        kind, sep, rest = grammar.partition(":")
+        if not sep:
+            hooks.append(Grammar(builtin=grammar, scaffold=scaffold_text))
+        elif kind == "regex":
+            hooks.append(Grammar(regex=rest, scope=scope))
+        elif kind in ("ebnf", "lark", "json"):
+            key = "json_schema" if kind == "json" else kind
+            hooks.append(Grammar(**{key: read(rest, f"--grammar {kind}:"), "scope": scope}))
+        else:
+            raise InputError(f"--grammar: expected a built-in name or one of regex:, ebnf:, lark:, json:, found "
+                             f"{grammar!r}")
+    elif scaffold and not prefix:
+        raise InputError("--scaffold: expected --grammar scaffold_spans or --prefix scaffold with it, found neither")
+    if prefix:
+        if prefix == "scaffold":
+            if not scaffold_text:
+                raise InputError("--prefix scaffold: expected --scaffold NAME|FILE, found none")
+            hooks.append(Prefix(scaffold=scaffold_text))
+        else:
+            hooks.append(Prefix(text=prefix.replace("\\n", "\n")))
+    return hooks
+
+
 def verbalize(
     av: Annotated[Path, typer.Option(help="AV checkpoint directory.")],
     data: Annotated[Path, typer.Option(help="Activation parquet (column activation_vector).")],
@@ -55,6 +102,17 @@ def verbalize(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (with --sample).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed (recorded).")] = 0,
     ban: Annotated[Optional[list[str]], typer.Option(help="Ban a delimiter family (repeatable), e.g. --ban quotes.")] = None,
+    grammar: Annotated[Optional[str], typer.Option(
+        help="Constrain decoding to a grammar: spans_only | scaffold_spans | no_delimiters, or regex:PATTERN, "
+             "ebnf:FILE, lark:FILE, json:FILE (docs/hooks.md).")] = None,
+    scaffold: Annotated[Optional[str], typer.Option(
+        help="Scaffold of --grammar scaffold_spans or --prefix scaffold: released | toy, or a text file.")] = None,
+    prefix: Annotated[Optional[str], typer.Option(
+        help="Assistant prefix written before decoding ('\\n' for newlines), or 'scaffold' for the scaffold's "
+             "fixed opening (the unforced condition).")] = None,
+    grammar_scope: Annotated[str, typer.Option(
+        help="body: a regex/ebnf/lark/json grammar describes the text between the tags; output: all generated "
+             "text.")] = "body",
     backend: Annotated[str, typer.Option(help="Generation backend: hf or vllm.")] = "hf",
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32 (default: bf16 on CUDA, fp32 on CPU).")] = None,
@@ -76,6 +134,7 @@ def verbalize(
         from nla_probe.hooks import BanChars
 
         hooks.append(BanChars(families=tuple(ban)))
+    hooks += grammar_hooks(grammar, scaffold, prefix, grammar_scope)
     decodes = a.verbalizer(backend=backend).verbalize(vecs, max_new_tokens=max_new_tokens, do_sample=sample,
                                                       temperature=temperature, seed=seed, hooks=hooks,
                                                       batch_size=batch_size, progress=True)
