@@ -109,6 +109,7 @@ class RunContext:
         self.batch_size, self.denominator, self.progress = batch_size, denominator, progress
         self.counts: dict[str, dict[str, int]] = {}
         self._hooks: dict[str, Any] = {}
+        self.chunks_drawn = 0  # chunks handed out by chunks() so far (progress reporting)
 
     def _count(self, type_: str, what: str, rows: int) -> None:
         self.counts.setdefault(type_, {"computed": 0, "reused": 0})[what] += rows
@@ -128,6 +129,7 @@ class RunContext:
 
             starts = track(list(starts), description=f"{self.spec.name}")
         for k, s in enumerate(starts):
+            self.chunks_drawn = k + 1
             e = s + self.batch_size
             v = self.data.vectors[s:e].copy()  # writable (parquet-backed arrays may be read-only)
             yield Chunk(k, tuple(ids[s:e]), tuple(docs[s:e]), tuple(pos[s:e]), v, vectors_hash(v))
@@ -404,6 +406,9 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
                             "selection": {}, "denominators": {}, "batch_size": batch_size, "limit": limit,
                             "shard": None if shard_t is None else f"{shard_t[0]}/{shard_t[1]}", "counts": {}}
     denominators: dict[str, tuple[float, str]] = {}
+    from nla_probe.progress import ProgressLines
+
+    lines = ProgressLines.for_stdout() if progress else None  # plain lines when stdout is a log or a pipe
     try:
         for spec in specs:
             n = spec.n if limit is None else min(spec.n or limit, limit)
@@ -414,11 +419,17 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
             kind = get_experiment(spec.kind)()
             ctx = RunContext(spec, handle, store, sel, batch_size, denominators[key], progress=progress)
             writer = ResultWriter(out / "results" / f"{spec.name}.parquet", result_columns(kind))
+            if lines is not None:
+                lines.start(spec.name, sel.vectors.shape[0] * len(spec.conditions), ctx.n_chunks())
             for k, batch in enumerate(kind.run(spec, ctx)):
                 writer.write(batch)
+                if lines is not None:
+                    lines.update(ctx.chunks_drawn, writer.rows, batch.get("condition") or ())
                 if on_chunk is not None:
                     on_chunk(spec.name, k, ctx.n_chunks())
             writer.close()
+            if lines is not None:
+                lines.finish(writer.rows)
             spec.save(out / "specs" / f"{spec.name}.toml")
             info["experiments"].append(spec.name)
             info["specs"][spec.name] = spec.to_dict()
@@ -439,8 +450,12 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
     from nla_probe.ablate.attribution import DEFAULT_ROWS, attribute_run
 
     rows = DEFAULT_ROWS if attribution_rows is None else attribution_rows
+    if lines is not None and rows:
+        lines.note(f"span attribution: leave-one-out ΔFVE for up to {rows} activations per experiment")
     attribute_run(result, lambda: handle.pair.ar, lambda ids: full.vectors[np.asarray(ids, dtype=np.int64)],
                   max_rows=rows, batch_size=batch_size, progress=progress)
     if report:
+        if lines is not None:
+            lines.note("writing report.md, report.html and figures")
         result.write_report()
     return result

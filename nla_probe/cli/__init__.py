@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from nla_probe.cli import core
+from nla_probe.cli.help import untag_flags
 
+untag_flags()  # flags show no `<bool>` type tag in the rich help
 app = typer.Typer(
     name="nla-probe",
     help="Explanation surgery on Natural Language Autoencoders: decode, edit, reconstruct, measure.",

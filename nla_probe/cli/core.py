@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from nla_probe.toy import build_options as toy_options
+
 
 def _write_frame(frame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,10 @@ def reconstruct(
     data: Annotated[Optional[Path], typer.Option(help="Activation parquet with the gold vectors (same row order) to score against.")] = None,
     column: Annotated[str, typer.Option(help="Text column to read.")] = "explanation",
     denominator: Annotated[Optional[str], typer.Option(help="FVE denominator: a number or a registered name; default Var(v_nrm) of --data.")] = None,
-    on_overflow: Annotated[str, typer.Option(help="Texts longer than the AR context: error | truncate | nan.")] = "error",
+    on_overflow: Annotated[str, typer.Option(
+        help="Texts longer than the AR context: truncate (cut the text's tail; the same default as ablation "
+             "specs, so rescoring a run's texts reproduces its numbers), error (refuse the file) or nan "
+             "(NaN row). Every affected row is marked in the output column 'overflow'.")] = "truncate",
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per AR batch (length-bucketed).")] = 32,
@@ -188,6 +193,10 @@ def reconstruct(
                                      pl.Series("fve_nrm", fve_nrm(mse, denom)))
         typer.echo(f"mean fve_nrm {np.nanmean(result['fve_nrm'].to_numpy()):.4f} (denominator {denom}), "
                    f"mean cos {np.nanmean(result['cos'].to_numpy()):.4f}, n={frame.height}")
+    n_over = sum(1 for o in rec.overflow if o)
+    if n_over:
+        typer.echo(f"{n_over} of {len(rec.overflow)} texts were longer than the AR context: "
+                   f"on_overflow={on_overflow} (column 'overflow')")
     _write_frame(result, out)
     typer.echo(f"wrote {frame.height} rows to {out}")
 
@@ -256,13 +265,28 @@ def fixtures(
 toy_app = typer.Typer(help="The embedded toy NLA pair.", no_args_is_help=True)
 
 
-@toy_app.command("build", add_help_option=False,
-                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def toy_build(ctx: typer.Context) -> None:
-    """Rebuild the toy pairs from the committed corpus (resumable; `--smoke` for a 2-minute build; --help for options)."""
-    from nla_probe.toy.build import main as build_main
+_TOY_HELP = toy_options.OPTION_HELP
 
-    raise typer.Exit(build_main(ctx.args))
+
+@toy_app.command("build")
+def toy_build(
+    work_dir: Annotated[Path, typer.Option(help=_TOY_HELP["work_dir"])] = Path("toy_build"),
+    out_dir: Annotated[Optional[Path], typer.Option(help=_TOY_HELP["out_dir"])] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help=_TOY_HELP["corpus"])] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help=_TOY_HELP["smoke"])] = False,
+    families: Annotated[Optional[str], typer.Option(help=_TOY_HELP["families"])] = None,
+    stages: Annotated[str, typer.Option(help=_TOY_HELP["stages"], show_default=False)] = ",".join(toy_options.STAGES),
+    threads: Annotated[Optional[int], typer.Option(min=1, help=_TOY_HELP["threads"])] = None,
+    no_distilled: Annotated[bool, typer.Option("--no-distilled", help=_TOY_HELP["no_distilled"])] = False,
+    budget_scale: Annotated[float, typer.Option(help=_TOY_HELP["budget_scale"])] = 1.0,
+    best_of_n: Annotated[Optional[int], typer.Option(help=_TOY_HELP["best_of_n"])] = None,
+) -> None:
+    """Rebuild the toy pairs from the committed corpus (resumable; --smoke for a 2-minute build)."""
+    from nla_probe.toy.build import build
+
+    raise typer.Exit(build(work_dir=work_dir, out_dir=out_dir, corpus=corpus, smoke=smoke, families=families,
+                           stages=stages, threads=threads, no_distilled=no_distilled, budget_scale=budget_scale,
+                           best_of_n=best_of_n))
 
 
 def register(app: typer.Typer) -> None:

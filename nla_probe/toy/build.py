@@ -10,7 +10,7 @@ did not help the shipped pair, see docs/toy.md) -> ``export`` (checkpoints in th
 layout, evaluation parquet, metrics). Budgets are wall-clock seconds per family
 (:data:`FAMILY_BUDGETS`), so the number of steps reached depends on the machine's load.
 
-Usage::
+Usage (``nla-probe toy build`` takes the same options)::
 
     python -m nla_probe.toy.build --work-dir /tmp/toy --out-dir data --smoke
     python -m nla_probe.toy.build --work-dir /work/toybuild --stages base --families qwen_small
@@ -27,16 +27,17 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from nla_probe.toy.build_options import OPTION_HELP, STAGES
 from nla_probe.toy.corpus import Document, default_corpus_path, load_corpus
 from nla_probe.toy.tokenizer import load_tokenizer
 from nla_probe.toy.train import FamilySpec, Schedule
 
 logger = logging.getLogger("nla_probe.toy.build")
 
-STAGES: tuple[str, ...] = ("tokenizer", "base", "data", "ar", "av", "distill", "export")
 
 FAMILIES: dict[str, FamilySpec] = {
     "qwen_small": FamilySpec(name="qwen_small", vocab_size=4096, hidden_size=128,
@@ -202,53 +203,55 @@ def run(ctx: BuildContext, stages: Sequence[str]) -> None:
             logger.info("%s/%s: finished in %.0f s", family, stage, time.monotonic() - t)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
-    p = argparse.ArgumentParser(prog="nla-probe toy build", description=__doc__.split("\n")[0])
-    p.add_argument("--work-dir", default="toy_build", help="logs, checkpoints, intermediate files")
-    p.add_argument("--out-dir", default=None,
-                   help="where data/toy/... is written (default: the source tree's data/)")
-    p.add_argument("--corpus", default=None, help="corpus.jsonl (default: the committed one)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes; finishes in under 2 minutes")
-    p.add_argument("--families", default=None, help="comma list (default: all)")
-    p.add_argument("--stages", default=",".join(STAGES), help="comma list of stages to run")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: unchanged)")
-    p.add_argument("--no-distilled", action="store_true",
-                   help="export the SFT weights even after a best-of-N round")
-    p.add_argument("--budget-scale", type=float, default=1.0,
-                   help="multiply every training budget by this")
-    p.add_argument("--best-of-n", type=int, default=None,
-                   help="samples per vector in the optional best-of-N round (stage 'distill'; "
-                        "default: off in the full build, 1 in --smoke)")
-    args = p.parse_args(argv)
-
+def build(work_dir: str | Path = "toy_build", out_dir: str | Path | None = None, corpus: str | Path | None = None,
+          smoke: bool = False, families: str | None = None, stages: str = ",".join(STAGES),
+          threads: int | None = None, no_distilled: bool = False, budget_scale: float = 1.0,
+          best_of_n: int | None = None) -> int:
+    """Run the build stages (arguments as in :data:`OPTION_HELP`); returns the process exit code."""
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    work = Path(args.work_dir)
+    if threads:
+        torch.set_num_threads(threads)
+    work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                             handlers=[logging.StreamHandler(sys.stderr),
                                       logging.FileHandler(work / "build.log")])
-    fams = SMOKE_FAMILIES if args.smoke else FAMILIES
-    if args.families:
-        fams = {k: fams[k] for k in args.families.split(",")}
-    size = SMOKE if args.smoke else FULL
-    if args.budget_scale != 1.0:
-        size = dataclasses.replace(size, **{k: getattr(size, k) * args.budget_scale
+    fams = SMOKE_FAMILIES if smoke else FAMILIES
+    if families:
+        fams = {k: fams[k] for k in families.split(",")}
+    size = SMOKE if smoke else FULL
+    if budget_scale != 1.0:
+        size = dataclasses.replace(size, **{k: getattr(size, k) * budget_scale
                                             for k in ("base_s", "ar_s", "av_s", "distill_s")})
-    if args.best_of_n is not None:
-        size = dataclasses.replace(size, distill_n=args.best_of_n)
-    out = Path(args.out_dir) if args.out_dir else default_corpus_path().parents[1]
+    if best_of_n is not None:
+        size = dataclasses.replace(size, distill_n=best_of_n)
+    out = Path(out_dir) if out_dir else default_corpus_path().parents[1]
     ctx = BuildContext(work_dir=work, out_dir=out,
-                       corpus_path=Path(args.corpus) if args.corpus else default_corpus_path(),
-                       size=size, families=fams, smoke=args.smoke,
-                       use_distilled=bool(size.distill_n) and not args.no_distilled,
-                       budget_scale=args.budget_scale)
-    run(ctx, [s for s in args.stages.split(",") if s])
+                       corpus_path=Path(corpus) if corpus else default_corpus_path(),
+                       size=size, families=fams, smoke=smoke,
+                       use_distilled=bool(size.distill_n) and not no_distilled,
+                       budget_scale=budget_scale)
+    run(ctx, [s for s in stages.split(",") if s])
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of ``python -m nla_probe.toy.build``; returns the process exit code."""
+    h = OPTION_HELP
+    p = argparse.ArgumentParser(prog="python -m nla_probe.toy.build", description=__doc__.split("\n")[0])
+    p.add_argument("--work-dir", default="toy_build", help=h["work_dir"])
+    p.add_argument("--out-dir", default=None, help=h["out_dir"])
+    p.add_argument("--corpus", default=None, help=h["corpus"])
+    p.add_argument("--smoke", action="store_true", help=h["smoke"])
+    p.add_argument("--families", default=None, help=h["families"])
+    p.add_argument("--stages", default=",".join(STAGES), help=h["stages"])
+    p.add_argument("--threads", type=int, default=None, help=h["threads"])
+    p.add_argument("--no-distilled", action="store_true", help=h["no_distilled"])
+    p.add_argument("--budget-scale", type=float, default=1.0, help=h["budget_scale"])
+    p.add_argument("--best-of-n", type=int, default=None, help=h["best_of_n"])
+    return build(**vars(p.parse_args(argv)))
 
 
 if __name__ == "__main__":
