@@ -331,6 +331,17 @@ def _as_specs(specs: Any) -> list:
     return out
 
 
+def _preflight(pair: Any, specs: list, **kwargs: Any) -> None:
+    """The memory-plan check (:func:`~nla_probe.nla.preflight.check_before_loading`) for a pair given as
+    checkpoint directories, before anything loads; the largest ``max_new_tokens`` of the specs counts."""
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        return
+    from nla_probe.nla.preflight import check_before_loading
+
+    new = max((s.sampling_for(c)["max_new_tokens"] for s in specs for c in s.conditions), default=200)
+    check_before_loading(pair[0], pair[1], max_new_tokens=int(new), **kwargs)
+
+
 def _handle(pair: Any, **kwargs: Any) -> PairHandle:
     from nla_probe.nla.checkpoint import NLAPair
 
@@ -389,6 +400,8 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
     if limit is not None and not (isinstance(limit, int) and limit >= 1):
         raise InputError(f"limit: expected an integer >= 1, found {limit!r}")
     shard_t = parse_shard(shard)
+    _preflight(pair, specs, device=device, backend=backend, batch_size=batch_size, dtype=dtype,
+               backend_options=backend_options)
     handle = _handle(pair, backend=backend, device=device, dtype=dtype, backend_options=backend_options)
     if data is None:
         from nla_probe.defaults import default_eval_path

@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 core.register(app)
 
-for _name in ("ablate",):  # sub-command modules with a register(app) function
+for _name in ("ablate", "plan"):  # sub-command modules with a register(app) function
     import importlib
 
     try:

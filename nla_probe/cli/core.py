@@ -119,14 +119,24 @@ def verbalize(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32 (default: bf16 on CUDA, fp32 on CPU).")] = None,
     batch_size: Annotated[int, typer.Option(help="Vectors per generation batch.")] = 32,
+    backend_opt: Annotated[Optional[list[str]], typer.Option(
+        help="Backend option KEY=VALUE (repeatable), e.g. tensor_parallel_size=2 for vllm.")] = None,
 ) -> None:
-    """Decode explanations for activation vectors with an AV."""
+    """Decode explanations for activation vectors with an AV.
+
+    Before loading, the memory plan of the AV (``nla-probe plan``) is checked against the device."""
     import polars as pl
 
     from nla_probe.nla.checkpoint import load_av
     from nla_probe.nla.extraction import read_activations
     from nla_probe.nla.generation import decodes_to_frame
 
+    from nla_probe.cli.ablate import _backend_options
+    from nla_probe.nla.preflight import check_before_loading
+
+    options = _backend_options(backend_opt)
+    check_before_loading(av, None, device=device, backend=backend, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, dtype=dtype, backend_options=options)
     a = load_av(av, dtype=dtype, device=device)
     frame, vecs = read_activations(data, d_model=a.contract.d_model)
     if limit is not None:
@@ -137,9 +147,9 @@ def verbalize(
 
         hooks.append(BanChars(families=tuple(ban)))
     hooks += grammar_hooks(grammar, scaffold, prefix, grammar_scope)
-    decodes = a.verbalizer(backend=backend).verbalize(vecs, max_new_tokens=max_new_tokens, do_sample=sample,
-                                                      temperature=temperature, seed=seed, hooks=hooks,
-                                                      batch_size=batch_size, progress=True)
+    verbalizer = a.verbalizer(backend=backend, **options)
+    decodes = verbalizer.verbalize(vecs, max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
+                                   seed=seed, hooks=hooks, batch_size=batch_size, progress=True)
     ids = frame.select([c for c in ("doc_id", "position") if c in frame.columns])
     result = pl.concat([ids, decodes_to_frame(decodes)], how="horizontal")
     _write_frame(result, out)
@@ -174,6 +184,9 @@ def reconstruct(
     frame = pl.read_parquet(texts) if texts.suffix == ".parquet" else pl.read_ndjson(texts)
     if column not in frame.columns:
         raise InputError(f"{texts}: column {column!r} missing; found {frame.columns}")
+    from nla_probe.nla.preflight import check_before_loading
+
+    check_before_loading(None, ar, device=device, batch_size=batch_size, dtype=dtype)
     r = load_ar(ar, dtype=dtype, device=device)
     rec = r.reconstruct_detailed(frame[column].to_list(), batch_size=batch_size, on_overflow=on_overflow,
                                  progress=True)
