@@ -105,7 +105,7 @@ def released(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(RELEASED))
 def test_released_sizes_match_hand_computation(released, name):
-    cfg, k, av_params, ar_params, kv_per_token = RELEASED[name]
+    _, k, av_params, ar_params, kv_per_token = RELEASED[name]
     plan = P.plan_pair(*released[name], P.Workload(batch_size=32, max_new_tokens=200, prompt_tokens=192))
     assert plan.layer == k and plan.ar.layers == k + 1
     assert plan.av_mem.params == av_params and plan.ar_mem.params == ar_params
@@ -288,7 +288,8 @@ def test_verbalize_refuses_before_loading(released, tmp_path, no_weights_loaded)
 def test_ablate_refuses_before_loading(released, no_weights_loaded):
     from nla_probe.ablate.engine import ablate
 
-    with pytest.raises(InputError, match=r"the AV and AR with backend vllm on cuda will not fit .*tensor_parallel_size=2 "
+    with pytest.raises(InputError, match=r"the AV and AR with backend vllm on cuda will not fit "
+                                         r".*tensor_parallel_size=2 "
                                          r"but 1 GPU\(s\) are visible"):
         ablate("quote_ban", released["gemma3-27b"], data=None, device="cuda", backend="vllm",
                backend_options={"tensor_parallel_size": 2})

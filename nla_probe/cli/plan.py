@@ -31,7 +31,8 @@ def render(plan: Any, gpu_counts: list[int], gpu_mem_gib: float, utilization: fl
     for n in gpu_counts:
         opts = plan.options(n, gpu_mem_gib, utilization, stage)
         pick = best(opts)
-        lines.append(f"{n} x {gpu_mem_gib:g} GiB GPU(s) ({gib_text(int(gpu_mem_gib * GiB * utilization))} usable each):")
+        each = gib_text(int(gpu_mem_gib * GiB * utilization))
+        lines.append(f"{n} x {gpu_mem_gib:g} GiB GPU(s) ({each} usable each):")
         for o in opts:
             lines.append(f"  [{'fits' if o.fits else 'no'}] {o.name}: {o.reason}")
         if pick is not None:

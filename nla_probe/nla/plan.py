@@ -312,7 +312,8 @@ def options(av: Shape, cav: Component | None, car: Component | None, w: Workload
                           need + here, args, t))
     comps = [c for c in (cav, car) if c is not None]
     total = sum(c.total for c in comps)
-    detail = ", ".join(f"{c.name} {gib_text(c.weights)} weights + {gib_text(c.kv_cache)} KV + {gib_text(c.activations)} activations"
+    detail = ", ".join(f"{c.name} {gib_text(c.weights)} weights + {gib_text(c.kv_cache)} KV + "
+                       f"{gib_text(c.activations)} activations"
                        for c in comps) + f" = {gib_text(total)}"
     fits1 = total <= usable
     out.append(Option("hf, one GPU", "hf", 1, fits1,
@@ -358,7 +359,8 @@ class PairPlan:
         cav = self.av_mem if stage in ("pair", "av") else None
         car = self.ar_mem if stage in ("pair", "ar") else None
         if cav is None and car is None or (stage == "pair" and (self.av_mem is None or self.ar_mem is None)):
-            raise InputError(f"stage {stage!r}: the plan was made without the {'AV' if cav is None else 'AR'} checkpoint")
+            missing = "AV" if cav is None else "AR"
+            raise InputError(f"stage {stage!r}: the plan was made without the {missing} checkpoint")
         return options(self.av or self.ar, cav, car, self.workload, gpus, int(gpu_mem_gib * GiB), utilization)
 
 

@@ -76,9 +76,11 @@ def requested_option(plan: PairPlan, stage: str, *, gpus: int, gpu_mem: int, bac
     else:
         here, where = host, f"on {device} beside vLLM's share"
     if here > left:
-        return Option(f"vllm tp={t}", "vllm", t, False, f"{what} ({gib_text(here)} {where}) {'do' if car is not None else 'does'} not fit in the "
+        verb = "do" if car is not None else "does"
+        return Option(f"vllm tp={t}", "vllm", t, False, f"{what} ({gib_text(here)} {where}) {verb} not fit in the "
                       f"{gib_text(left)} left next to vLLM's gpu_memory_utilization={vllm_utilization:g}", need)
-    return Option(f"vllm tp={t}", "vllm", t, True, f"vLLM needs {gib_text(need)} of its {gib_text(share)} per GPU", need)
+    return Option(f"vllm tp={t}", "vllm", t, True, f"vLLM needs {gib_text(need)} of its {gib_text(share)} per GPU",
+                  need)
 
 
 def _gpu_inventory() -> tuple[int, int] | None:
@@ -139,7 +141,8 @@ def check_before_loading(av_dir: str | Path | None, ar_dir: str | Path | None, *
         if ram is None:
             return None
         ok = need <= ram
-        opt = Option("cpu", backend, 0, ok, f"needs ~{gib_text(need)} of RAM in {w.dtype}, {gib_text(ram)} available", need)
+        opt = Option("cpu", backend, 0, ok, f"needs ~{gib_text(need)} of RAM in {w.dtype}, {gib_text(ram)} available",
+                     need)
         if not ok:
             raise InputError(f"{what} on the CPU will not fit: {opt.reason}; use a GPU or a smaller --batch-size "
                              f"(memory plan: {cmd} --dtype {w.dtype})")
