@@ -82,14 +82,33 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
 
 
+def _normalizer_hint(tokenizer: Any, char: str) -> str:
+    """Names a normalizer that rewrites the marker before tokenization (NFKC turns ``㈎`` into ``(가)``)."""
+    norm = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    try:
+        out = norm.normalize_str(char) if norm is not None else char
+    except Exception:  # a normalizer that cannot run on its own: no hint
+        return ""
+    if out == char:
+        return ""
+    return (f"the tokenizer's normalizer ({type(norm).__name__}) rewrites the marker {char!r} (U+{ord(char):04X}) "
+            f"to {out!r} before tokenization; the released tokenizers keep it (NFC or no normalizer): use the "
+            "checkpoint's own tokenizer files")
+
+
 def validate_tokenizer(contract: Contract, tokenizer: Any, path: Path) -> list[int]:
-    """Marker and neighbour checks against the live tokenizer; returns the canonical AV prompt ids."""
+    """Marker and neighbour checks against the live tokenizer; returns the canonical AV prompt ids.
+
+    A marker that is not one token raises a ContractError; when the tokenizer's normalizer rewrites
+    the marker (e.g. NFKC: ``㈎`` → ``(가)``, ``㎡`` → ``m2``) the message names that normalizer.
+    """
     sc = path / SIDECAR_NAME
     enc = tokenizer.encode(contract.injection_char, add_special_tokens=False)
     if enc != [contract.injection_token_id]:
         raise ContractError(sc, "tokens.injection_token_id",
                             f"the marker {contract.injection_char!r} to encode as [{contract.injection_token_id}]",
-                            enc, "the marker must be a single token of this tokenizer")
+                            enc, _normalizer_hint(tokenizer, contract.injection_char)
+                            or "the marker must be a single token of this tokenizer")
     if tokenizer.unk_token_id is not None and contract.injection_token_id == tokenizer.unk_token_id:
         raise ContractError(sc, "tokens.injection_token_id", "a real token (not unk)", contract.injection_token_id)
     ids = av_prompt_ids(tokenizer, contract)
