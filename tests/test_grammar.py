@@ -234,3 +234,44 @@ def test_cli_verbalize_with_a_grammar(tmp_path):
         grammar_hooks("spans")
     with pytest.raises(InputError, match="--grammar ebnf:: expected a readable file, found 'nope.gbnf'"):
         grammar_hooks("ebnf:nope.gbnf")
+
+
+# ---------------------------------------------------------------- experiment kind
+def test_quoted_share_hand_examples():
+    from nla_probe.experiments.constrained import quoted_share
+
+    assert quoted_share('"ab" "c"') == 1.0
+    assert quoted_share('Token "ab" after x.') == pytest.approx(4 / 16)  # '"ab"' of the 16 in 'Token"ab"afterx.'
+    assert quoted_share("no quotes here") == 0.0
+    assert quoted_share("   ") == 0.0
+
+
+def test_constrained_spec_runs_on_the_toy(tmp_path):
+    from pathlib import Path
+
+    import polars as pl
+
+    from nla_probe import load_pair
+    from nla_probe.ablate.engine import ablate
+    from nla_probe.ablate.spec import Spec, load_spec
+
+    av_dir, ar_dir = toy_pair_dirs()
+    if not (ar_dir / "nla_meta.yaml").is_file():
+        pytest.skip("toy pair not present")
+    spec = load_spec(Path(__file__).resolve().parents[1] / "ablations" / "constrained.toml")
+    assert spec.kind == "constrained" and Spec.from_toml(spec.to_toml()) == spec
+    d = spec.to_dict()
+    d["metrics"]["n_boot"] = 50
+    res = ablate(d, load_pair(av_dir, ar_dir), toy_eval_path(), out=tmp_path / "out", batch_size=8, limit=8,
+                 report=False)
+    f = res.frame
+    by = {c: f.filter(pl.col("condition") == c) for c in f["condition"].unique().to_list()}
+    assert set(by) == {"unconstrained", "spans_only", "scaffold_forced", "scaffold_unforced", "no_delimiters",
+                       "ban_all_floor"} and all(x.height == 8 for x in by.values())
+    spans = by["spans_only"].filter(pl.col("finish_reason") == "stop")["text"].to_list()
+    assert spans and all(re.fullmatch(rf"{_Q}(?:{_S}{_Q})*(?:{_S})?", t.strip()) for t in spans)
+    assert all(not set(t) & DELIMS for t in by["no_delimiters"]["text"].to_list() + by["ban_all_floor"]["text"].to_list())
+    assert by["ban_all_floor"]["n_banned"].to_list() == [0] * 8
+    assert all(t.startswith('Token "') for t in by["scaffold_unforced"]["text"].to_list())
+    assert by["spans_only"]["quoted_share"].mean() > by["unconstrained"]["quoted_share"].mean()
+    assert by["no_delimiters"]["quoted_share"].to_list() == [0.0] * 8
