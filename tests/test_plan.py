@@ -248,7 +248,7 @@ def test_plan_command_prints_the_table_and_the_way_out(released):
     assert any(line.split()[:4] == ["AR", "47.32B", "88.1", "GiB"] for line in lines)
     assert "the pair does not fit on 2 GPU(s) together" in r.output
     assert "verbalize: vllm tp=2: --backend vllm --device cuda:0 --backend-opt tensor_parallel_size=2" in r.output
-    assert 'reconstruct: hf, device="auto": --backend hf --device auto' in r.output
+    assert 'reconstruct: hf, device="auto": --device auto\n' in r.output
 
 
 @pytest.fixture

@@ -44,7 +44,8 @@ def render(plan: Any, gpu_counts: list[int], gpu_mem_gib: float, utilization: fl
         lines.append(f"  => the pair does not fit on {n} GPU(s) together; per stage, in separate processes:")
         for one, cmd in (("av", "verbalize"), ("ar", "reconstruct")):
             alone = best(plan.options(n, gpu_mem_gib, utilization, one))
-            lines.append(f"     {cmd}: " + (f"{alone.name}: {' '.join(alone.args)}" if alone else
+            args = alone.args[2:] if alone is not None and one == "ar" else (alone.args if alone else ())
+            lines.append(f"     {cmd}: " + (f"{alone.name}: {' '.join(args)}" if alone else  # reconstruct: no --backend
                                             f"does not fit on {n} x {gpu_mem_gib:g} GiB"))
     return "\n".join(lines)
 

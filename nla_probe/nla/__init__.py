@@ -7,8 +7,9 @@ the injection of a vector as a token embedding (:mod:`~nla_probe.nla.injection`)
 (:mod:`~nla_probe.nla.verbalizer`) with its generation records and backends
 (:mod:`~nla_probe.nla.generation`, :mod:`~nla_probe.nla.backends`), the AR
 (:mod:`~nla_probe.nla.reconstructor`), activation extraction (:mod:`~nla_probe.nla.extraction`,
-:mod:`~nla_probe.nla.layers`) and writing checkpoints in the released layout
-(:mod:`~nla_probe.nla.export`).
+:mod:`~nla_probe.nla.layers`), writing checkpoints in the released layout
+(:mod:`~nla_probe.nla.export`), and the memory plan of a pair with its check before loading
+(:mod:`~nla_probe.nla.plan`, :mod:`~nla_probe.nla.preflight`).
 
 May import: the core modules (:mod:`nla_probe.errors`, :mod:`nla_probe.progress`,
 :mod:`nla_probe.registry`, :mod:`nla_probe.defaults`), :mod:`nla_probe.analysis` and
