@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nla_probe.errors import InputError, UnknownNameError
-from nla_probe.text.spans import Problem, Span, find_spans, parse_raw, sentence_bounds
+from nla_probe.text import spans as spans_mod
+from nla_probe.text.spans import Problem, Span, find_spans, paired_straight_quotes, parse_raw, sentence_bounds
 
 # In the style of the released Qwen-7B L20 worked examples (paragraphs separated by blank lines).
 RELEASED_STYLE = (
@@ -129,6 +130,66 @@ def test_sentence_bounds_ignore_ends_inside_quotes():
     assert sentence_bounds("   ") == []
 
 
+# Straight double quotes around tokens quoted verbatim, leading space included (NLA explanations).
+VERBATIM = [
+    ('Final token " " opens a new clause.', [" "]),
+    ('The marker " **" starts bold text.', [" **"]),
+    ('A bullet " * " begins the item.', [" * "]),
+    ('It ends with " (the AI model)." here.', [" (the AI model)."]),
+    ('Then " : the famous Eiffel Tower" follows.', [" : the famous Eiffel Tower"]),
+    ('Token " the" after " of" in a list.', [" the", " of"]),
+    ('"Cloud" then " Inc" then "." closes.', ["Cloud", " Inc", "."]),
+]
+
+
+@pytest.mark.parametrize("text, inners", VERBATIM)
+def test_verbatim_quotes_with_leading_space_pair_in_order(text, inners):
+    r = find_spans(text, "quotes")
+    assert [s.inner(text) for s in r.spans if s.family == "double_quotes"] == inners
+    assert r.problems == ()
+
+
+def test_verbatim_quote_holding_brackets_nests_them():
+    text = 'It ends with " (the AI model)." here.'
+    assert spans_as(text) == [('" (the AI model)."', "double_quotes", 0), ("(the AI model)", "parentheses", 1)]
+
+
+def test_prose_only_drops_verbatim_quotes():
+    from nla_probe.surgery.functional import prose_only
+
+    for text, _ in VERBATIM:
+        assert '"' not in prose_only(text), text
+
+
+@pytest.mark.parametrize("text", [
+    'Token " and then "word',        # three quotes: odd count
+    'He said "hi"there " ok "',      # the 2nd quote is glued to a word on its right
+    'a 5"11 tall "b" c',             # a quote inside a word is not counted; the rest pair
+])
+def test_lines_that_do_not_pair_cleanly_keep_the_flanking_rules(text):
+    paired = paired_straight_quotes(text)
+    flanking = _without_pairing(text)
+    if not paired:
+        assert find_spans(text, "quotes") == flanking
+    else:
+        assert [s.inner(text) for s in find_spans(text, "quotes").spans] == ["b"]
+
+
+def _without_pairing(text, families="quotes"):
+    from unittest import mock
+
+    with mock.patch.object(spans_mod, "paired_straight_quotes", lambda t: {}):
+        return find_spans(text, families)
+
+
+def test_pairing_is_per_line():
+    text = 'one " a" two\nthree "b" and " c'
+    r = find_spans(text, "quotes")
+    assert paired_straight_quotes(text) == {4: True, 7: False}  # the second line has three quotes
+    assert [s.inner(text) for s in r.spans] == [" a", "b"]  # "b" by the flanking rules
+    assert [(p.kind, p.start) for p in r.problems] == [("stray", 27)]
+
+
 MARKS = list("\"'`*_()[]\u201c\u201d\u2018\u2019\u201e\u00ab\u00bb\u300c\u300d\uff02") + ["**", "__"]
 ALPHABET = st.sampled_from(MARKS + list("ab  .,\n\u0301\u00e9") + ["don't", "x\u2019s "])
 
@@ -180,3 +241,25 @@ def test_sentences_are_ordered_trimmed_and_never_split_a_quote(text):
     for s in find_spans(text, "quotes").outermost():
         inside = [(a, b) for a, b in bounds if a < s.inner_end and s.inner_start < b]
         assert len(inside) <= 1
+
+
+_NOT_QUOTE = st.text(st.characters(blacklist_characters='"\n', blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_NOT_QUOTE, _NOT_QUOTE, _NOT_QUOTE)
+def test_one_clean_pair_on_a_line_is_found_whatever_its_content(prefix, content, suffix):
+    """A line with exactly two straight quotes, the first not after a letter/digit and the second not
+    before one, gives one double-quote span holding exactly the content (leading space included)."""
+    if prefix and spans_mod._wordy(prefix[-1]) or suffix and spans_mod._wordy(suffix[0]):
+        return
+    text = prefix + '"' + content + '"' + suffix
+    dq = [s for s in find_spans(text, "double_quotes").spans if s.family == "double_quotes"]
+    assert [(s.start, s.inner(text)) for s in dq] == [(len(prefix), content)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ALPHABET, max_size=40).map("".join))
+def test_without_clean_pairs_the_result_is_the_flanking_rules(text):
+    if not paired_straight_quotes(text):
+        assert find_spans(text, "all") == _without_pairing(text, "all")

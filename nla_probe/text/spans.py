@@ -15,6 +15,14 @@ Rules (all offsets are Python string indices, i.e. Unicode code points; ``end`` 
   only if the previous character is not whitespace and the next one is not a letter/digit.  A mark
   with a letter or digit on both sides (``don't``, ``Qwen's``, ``snake_case``, ``5'11``) is part of
   the word and never a delimiter.
+* **Straight double quotes that pair in order.**  On a line whose straight double quotes ``"``
+  (those not inside a word) pair up cleanly — an even number of them, every odd one (1st, 3rd, …)
+  without a letter or digit just before it and every even one without a letter or digit just after
+  it — they are paired in order, 1st with 2nd, 3rd with 4th, whatever their other neighbours.  This
+  is how NLA explanations quote tokens verbatim, leading space included: ``token " " opens``,
+  ``" **"``, ``" (the AI model)."``, ``" : the famous Eiffel Tower"``.  On other lines (an odd count,
+  or a quote glued to a word on the wrong side) the flanking rules decide.  Spans inside such a
+  pair nest as usual.
 * **Apostrophes.** ``'`` or ``’`` after a letter/digit and before a non-letter (``students'``,
   ``students’``) closes a single-quote span if one is open and is otherwise an apostrophe: it is
   neither a span nor a problem.  ``’`` between letters (``don’t``) is always an apostrophe.
@@ -131,6 +139,7 @@ class _Table:
 
     pattern: re.Pattern
     info: dict
+    pair_straight: bool = False
 
 
 @lru_cache(maxsize=64)
@@ -161,7 +170,8 @@ def _compile(families: tuple[DelimiterFamily, ...], fast: bool = True) -> _Table
         # general rules give exactly this span (tests/test_spans.py checks the equivalence).
         inner = "".join(re.escape(c) for c in sorted({c for m in marks for c in m}))
         alternatives.insert(0, r'"(?<![^\s(\[]")(?=[^\W_])[^' + inner + r'\n]*(?<=\S)"(?![^\s.,;:!?)\]])')
-    return _Table(re.compile("|".join(alternatives)), info)
+    pair_straight = '"' in symmetric and closes['"'] == {'"'}
+    return _Table(re.compile("|".join(alternatives)), info, pair_straight)
 
 
 def resolve_families(families: str | Iterable[str]) -> tuple[DelimiterFamily, ...]:
@@ -188,6 +198,33 @@ def _expand(names: tuple[str, ...]) -> tuple[str, ...]:
 #: Word characters for the flanking rules: letters, digits and combining marks (Unicode L, N, M).
 #: ``str.isalnum`` answers for most characters; this regex only for the rest above U+02FF.
 _MARK = regex.compile(r"[\p{L}\p{N}\p{M}]")
+
+
+def _wordy(c: str) -> bool:
+    return c.isalnum() or (c > "\u02ff" and _MARK.match(c) is not None)
+
+
+def paired_straight_quotes(text: str) -> dict[int, bool]:
+    """Offsets of the straight double quotes that pair in order on their line (see module doc),
+    mapped to True for an opener and False for a closer; lines that do not pair cleanly are absent."""
+    out: dict[int, bool] = {}
+    n = len(text)
+    i = text.find('"')
+    while i >= 0:
+        line_end = text.find("\n", i)
+        line_end = n if line_end < 0 else line_end
+        quotes = []
+        while 0 <= i < line_end:
+            prev_w = i > 0 and _wordy(text[i - 1])
+            next_w = i + 1 < n and _wordy(text[i + 1])
+            if not (prev_w and next_w):  # a quote inside a word is never a delimiter
+                quotes.append((i, prev_w, next_w))
+            i = text.find('"', i + 1)
+        if quotes and len(quotes) % 2 == 0 and all(
+                not (q[1] if k % 2 == 0 else q[2]) for k, q in enumerate(quotes)):
+            out.update((q[0], k % 2 == 0) for k, q in enumerate(quotes))
+        i = text.find('"', line_end) if line_end < n else -1
+    return out
 
 
 def find_spans(text: str, families: str | Iterable[str] = "all", *, across_lines: bool = False) -> ParseResult:
@@ -223,6 +260,7 @@ def parse_raw(text: str, families: str | Iterable[str] = "all", *, across_lines:
         raise InputError(f"find_spans: text must be a str, found {type(text).__name__}")
     table = _compile(resolve_families(families), _fast)
     info, pattern = table.info, table.pattern
+    paired = paired_straight_quotes(text) if table.pair_straight and '"' in text else None
     stack: list[tuple[str, int, int]] = []  # (mark, start, end)
     found: list[tuple] = []
     problems: list[Problem] = []
@@ -245,7 +283,10 @@ def parse_raw(text: str, families: str | Iterable[str] = "all", *, across_lines:
         can_open, closers, symmetric, apostrophe, fam, quiet = info[tok]
         can_close = closers is not None
         word_prev = False
-        if symmetric or apostrophe:
+        role = paired.get(i) if paired and tok == '"' else None
+        if role is not None:
+            can_open, can_close = role, not role
+        elif symmetric or apostrophe:
             prev = text[i - 1] if i else " "
             nxt = text[j] if j < n else " "
             word_prev = prev.isalnum() or (prev > "\u02ff" and mark_re(prev) is not None)
