@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 # Tiny models: one thread per forward is faster than two contending ones (set before torch loads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Checkpoint digests are cached per session, not in the user's ~/.cache.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("NLA_PROBE_DIGEST_CACHE", os.path.join(tempfile.mkdtemp(prefix="nla-probe-digests-"),
+                                                             "digests.json"))
 
 from pathlib import Path
 
