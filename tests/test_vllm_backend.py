@@ -98,6 +98,11 @@ def test_length_controls_match_their_definitions(av, hf, vl):
     assert {(d.n_tokens, d.finish_reason) for d in floored} == {(9, "stop")}
     capped = vl.verbalize(v, max_new_tokens=16, hooks=[MaxNewTokens(5)])
     assert all(d.n_tokens <= 5 and d.truncated == (d.finish_reason == "length") for d in capped)
+    closing = [LengthPenalty(1e6, start=5)]  # stop_and_close: the tag at t = 6, completed, then stop
+    for backend in (hf, vl):
+        for d in backend.verbalize(v, max_new_tokens=24, hooks=closing):
+            assert d.raw_text.count("</explanation") == 1 and d.raw_text.rstrip().endswith("</explanation>"), d.raw_text
+            assert d.finish_reason == "stop"
     moderate = [LengthPenalty(0.4, start=2)]
     assert _same(hf.verbalize(v, max_new_tokens=16, hooks=moderate),
                  vl.verbalize(v, max_new_tokens=16, hooks=moderate)) >= 7

@@ -206,6 +206,78 @@ def length_bonus(t: int, lam: float, start: int, schedule: str) -> float:
     return lam if t >= start else 0.0
 
 
+class CloseTagState:
+    """Where one decode stands in its closing tag, for the length penalty.
+
+    ``sequences`` are the token sequences of ``</explanation>`` (as it tokenizes alone and after a
+    space).  Fed the decode's tokens in order (:meth:`feed`), the state knows whether a closing tag
+    has been completed (``closed``) and, while one is half written, which token completes it
+    (:meth:`forced`).  A decode that emits the first token of a sequence is taken to have started
+    that closing tag.
+    """
+
+    def __init__(self, sequences: Iterable[Iterable[int]]):
+        self.sequences = tuple(tuple(s) for s in sequences if s)
+        self.first_ids = tuple(sorted({s[0] for s in self.sequences}))
+        self.closed = False
+        self.seen = 0
+        self._seq: tuple[int, ...] | None = None
+        self._k = 0
+
+    def step(self, token: int) -> None:
+        """Advance by one generated token."""
+        self.seen += 1
+        if self._seq is not None:
+            if token == self._seq[self._k]:
+                self._k += 1
+                if self._k == len(self._seq):
+                    self.closed, self._seq = True, None
+            else:
+                self._seq = None
+        elif not self.closed:
+            for s in self.sequences:
+                if token == s[0]:
+                    if len(s) == 1:
+                        self.closed = True
+                    else:
+                        self._seq, self._k = s, 1
+                    break
+
+    def feed(self, tokens: list[int]) -> None:
+        """Advance over the tokens of ``tokens`` not seen yet (``tokens`` = all generated so far)."""
+        for tok in tokens[self.seen:]:
+            self.step(tok)
+
+    def forced(self) -> int | None:
+        """The next token of a half-written closing tag, or None."""
+        return self._seq[self._k] if self._seq is not None else None
+
+
+#: Bonus (nats) that makes a token all but certain: the next token of a started closing tag, and
+#: the stop ids after a closing tag.  Additive, so a hook that forbids a token (−inf) still wins.
+FORCE_BONUS = 1e4
+
+
+def length_step(state: CloseTagState, t: int, lam: float, start: int, schedule: str,
+                stop_ids: Iterable[int]) -> tuple[tuple[int, ...], float]:
+    """One decode step of the length penalty: ``(ids to boost, bonus in nats)``.
+
+    With closing-tag sequences (``targets="stop_and_close"``): a started ``</explanation>`` is
+    completed (its next token gets :data:`FORCE_BONUS`); after a complete closing tag the stop ids
+    get :data:`FORCE_BONUS`; before one, the tag's first tokens get :func:`length_bonus`.  So a
+    decode under the penalty holds at most one closing tag and ends right after it.  Without
+    sequences (``targets="stop"``) the stop ids get :func:`length_bonus` at every step.
+    """
+    forced = state.forced()
+    if forced is not None:
+        return (forced,), FORCE_BONUS
+    if not state.sequences:
+        return tuple(stop_ids), length_bonus(t, lam, start, schedule)
+    if state.closed:
+        return tuple(stop_ids), FORCE_BONUS
+    return state.first_ids, length_bonus(t, lam, start, schedule)
+
+
 def merge_vllm_kwargs(parts: Iterable[Mapping[str, Any]]) -> dict:
     """Combine the hooks' vLLM kwargs: ``logit_bias`` adds per id, ``min_tokens`` takes the max,
     ``max_tokens`` the min, ``extra_args`` concatenates lists per key; other keys must agree."""

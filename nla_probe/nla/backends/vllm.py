@@ -41,10 +41,11 @@ from nla_probe.nla.generation import (
     LENGTH_SCHEDULES,
     VLLM_GRAMMAR_GUARD_KEY,
     VLLM_LENGTH_KEY,
+    CloseTagState,
     HookContext,
     Sampling,
-    length_bonus,
     length_limits,
+    length_step,
     merge_vllm_kwargs,
 )
 
@@ -70,13 +71,15 @@ def _check_length_entries(entries: Any) -> list[dict]:
     if not isinstance(entries, list):
         raise ValueError(f"extra_args[{VLLM_LENGTH_KEY!r}]: expected a list, found {type(entries).__name__}")
     for e in entries:
-        ok = (isinstance(e, dict) and set(e) == {"lam", "start", "schedule", "ids"}
+        ok = (isinstance(e, dict) and set(e) == {"lam", "start", "schedule", "stop", "close"}
               and isinstance(e["lam"], (int, float)) and math.isfinite(e["lam"]) and e["lam"] >= 0
               and isinstance(e["start"], int) and e["start"] >= 0 and e["schedule"] in LENGTH_SCHEDULES
-              and isinstance(e["ids"], list) and all(isinstance(i, int) for i in e["ids"]))
+              and isinstance(e["stop"], list) and all(isinstance(i, int) for i in e["stop"])
+              and isinstance(e["close"], list) and all(isinstance(s, list) and s and all(isinstance(i, int) for i in s)
+                                                       for s in e["close"]))
         if not ok:
             raise ValueError(f"extra_args[{VLLM_LENGTH_KEY!r}]: expected entries {{lam >= 0, start >= 0, schedule in "
-                             f"{list(LENGTH_SCHEDULES)}, ids: list[int]}}, found {e!r}")
+                             f"{list(LENGTH_SCHEDULES)}, stop: list[int], close: list[list[int]]}}, found {e!r}")
     return entries
 
 
@@ -84,8 +87,10 @@ class LengthBonusProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type]
     """vLLM (V1 model runner) engine-level processor of :class:`nla_probe.hooks.LengthPenalty`.
 
     For each request whose ``extra_args`` hold ``nla_probe_length`` entries ``{lam, start,
-    schedule, ids}``, adds :func:`nla_probe.hooks.length_bonus` of ``t`` (the request's generated
-    tokens so far) to the logits of ``ids``; other requests are untouched.
+    schedule, stop, close}``, applies :func:`nla_probe.nla.generation.length_step` with ``t`` = the
+    request's generated tokens so far: the bonus on the closing tag's first tokens (``close``) or,
+    after a closing tag, on the ``stop`` ids, and a started closing tag completed; other requests
+    are untouched.
     """
 
     def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool):
@@ -104,7 +109,7 @@ class LengthBonusProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type]
     def update_state(self, batch_update: Any) -> None:
         def new_state(params: Any, _prompt: Any, output_ids: list[int]) -> Any:
             entries = (params.extra_args or {}).get(VLLM_LENGTH_KEY)
-            return (output_ids, entries) if entries else None
+            return (output_ids, entries, [CloseTagState(e["close"]) for e in entries]) if entries else None
 
         process_dict_updates(self.state, batch_update, new_state)
 
@@ -116,14 +121,15 @@ class LengthBonusProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type]
         rows: list[int] = []
         cols: list[int] = []
         vals: list[float] = []
-        for index, (output_ids, entries) in self.state.items():
+        for index, (output_ids, entries, states) in self.state.items():
             t = len(output_ids)
-            for e in entries:
-                b = length_bonus(t, e["lam"], e["start"], e["schedule"])
-                if b:
-                    rows += [index] * len(e["ids"])
-                    cols += e["ids"]
-                    vals += [b] * len(e["ids"])
+            for e, st in zip(entries, states):
+                st.feed(output_ids)
+                ids, b = length_step(st, t, e["lam"], e["start"], e["schedule"], e["stop"])
+                if b and ids:
+                    rows += [index] * len(ids)
+                    cols += list(ids)
+                    vals += [b] * len(ids)
         if rows:
             idx = (torch.tensor(rows, device=logits.device), torch.tensor(cols, device=logits.device))
             logits.index_put_(idx, torch.tensor(vals, dtype=logits.dtype, device=logits.device), accumulate=True)
