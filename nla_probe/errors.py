@@ -33,6 +33,18 @@ class SpecError(NLAProbeError, ValueError):
     """A malformed ablation spec file (unknown key, wrong type, unknown name)."""
 
 
+class ModelOutputError(NLAProbeError, ValueError):
+    """A model produced non-finite outputs (NaN/inf); the message names the rows."""
+
+
+class NLAProbeWarning(UserWarning):
+    """Base class of nla-probe warnings: legal but surprising inputs."""
+
+
+class TemplateDriftWarning(NLAProbeWarning):
+    """A sidecar's prompt template differs from the released text (the pair was trained on that)."""
+
+
 class UnknownNameError(NLAProbeError, KeyError):
     """A name that is not in a registry; the message lists the valid names."""
 

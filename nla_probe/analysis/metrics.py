@@ -110,6 +110,10 @@ def cosine(pred, gold) -> np.ndarray:
 def mse_nrm(pred, gold, scale: float | None = None) -> np.ndarray:
     """Per-row mean squared error of both vectors scaled to ``scale`` (default √d)."""
     p, g = _pair(pred, gold)
+    zero = np.nonzero(np.linalg.norm(g, axis=1) == 0)[0]
+    if len(zero):
+        raise InputError(f"mse_nrm: gold rows {zero[:20].tolist()} have zero norm (a zero vector has no direction "
+                         "to compare with)")
     return ((normalize(p, scale) - normalize(g, scale)) ** 2).mean(1)
 
 

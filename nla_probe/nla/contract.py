@@ -212,6 +212,21 @@ def parse_sidecar(raw: Any, path: str | Path = "<memory>") -> Contract:
     )
 
 
+def template_drift(contract: Contract) -> list[str]:
+    """One message per template of ``contract`` that differs from the released text
+    (:data:`AV_TEMPLATE`, :data:`AR_TEMPLATE`), naming the field and the first difference."""
+    out = []
+    for field, found, released, who in (("prompt_templates.av", contract.av_template, AV_TEMPLATE, "AV"),
+                                        ("prompt_templates.ar", contract.ar_template, AR_TEMPLATE, "AR")):
+        if found == released:
+            continue
+        k = next((i for i, (a, b) in enumerate(zip(found, released)) if a != b), min(len(found), len(released)))
+        out.append(f"{contract.source or '<sidecar>'}: field '{field}' differs from the released {who} template "
+                   f"at character {k}: released {released[k:k + 40]!r}, found {found[k:k + 40]!r} (the released "
+                   f"pairs were trained on the released text; `nla-probe inspect` shows the rendered prompt)")
+    return out
+
+
 def read_sidecar(path: str | Path) -> Contract:
     """Read and validate ``path`` (a sidecar file or a checkpoint directory holding one)."""
     import yaml

@@ -136,6 +136,14 @@ def read_activations(path: str | Path, *, d_model: int | None = None) -> tuple[A
     if "activation_vector" not in frame.columns:
         raise InputError(f"{path}: column 'activation_vector' missing; found columns {frame.columns}")
     col = frame["activation_vector"]
+    nulls = col.is_null()
+    if nulls.any():
+        rows = nulls.arg_true().to_list()
+        raise InputError(f"{path}: rows {rows[:20]} of 'activation_vector' are null (expected a vector in every row)")
+    if "doc_id" in frame.columns and frame["doc_id"].null_count():
+        rows = frame["doc_id"].is_null().arg_true().to_list()
+        raise InputError(f"{path}: rows {rows[:20]} of 'doc_id' are null (expected an id in every row; drop the "
+                         "column to have rows numbered instead)")
     if isinstance(col.dtype, pl.Array):
         vecs = col.to_numpy().astype(np.float32)
     else:
@@ -151,7 +159,7 @@ def read_activations(path: str | Path, *, d_model: int | None = None) -> tuple[A
     bad = np.nonzero(~np.isfinite(vecs).all(1))[0]
     if len(bad):
         raise InputError(f"{path}: rows {bad[:20].tolist()} of 'activation_vector' contain NaN or inf")
-    zero = np.nonzero(np.linalg.norm(vecs, axis=1) <= 1e-12)[0]
+    zero = np.nonzero(np.linalg.norm(vecs.astype(np.float64), axis=1) == 0)[0]  # float64: no overflow
     if len(zero):
         raise InputError(f"{path}: rows {zero[:20].tolist()} of 'activation_vector' have zero norm")
     if "doc_id" not in frame.columns:

@@ -82,18 +82,32 @@ def check_vectors(vectors: Any, d_model: int, name: str = "vectors") -> "torch.T
     bad = (~torch.isfinite(t)).any(1).nonzero().flatten().tolist()
     if bad:
         raise InputError(f"{name}: rows {bad[:20]} contain NaN or inf (expected finite values)")
-    zero = (t.norm(dim=1) <= 1e-12).nonzero().flatten().tolist()
+    zero = (t.double().norm(dim=1) == 0).nonzero().flatten().tolist()  # float64: no overflow/underflow
     if zero:
         raise InputError(f"{name}: rows {zero[:20]} have zero norm (expected a direction to inject)")
     return t
 
 
 def normalize_activation(v: "torch.Tensor", scale: float) -> "torch.Tensor":
-    """``v / (‖v‖₂ / scale)`` in fp32, norm clamped at 1e-12 (one division, as released)."""
+    """``v / (‖v‖₂ / scale)`` in fp32, norm clamped at 1e-12 (one division, as released).
+
+    Rows whose fp32 norm overflows (entries around 1e19 and above: the squares exceed the fp32
+    range) or underflows (below about 1e-19) are computed in float64 instead, so a finite non-zero
+    vector always keeps its direction.
+    """
     import torch
 
     v = v.to(torch.float32)
-    return v / (v.norm(dim=-1, keepdim=True).clamp_min(1e-12) / scale)
+    n = v.norm(dim=-1, keepdim=True)
+    out = v / (n.clamp_min(1e-12) / scale)
+    odd = (~torch.isfinite(n) | (n < 1e-18)).flatten()
+    if odd.any():
+        w = v.reshape(-1, v.shape[-1])[odd].double()
+        fixed = (w / (w.norm(dim=-1, keepdim=True).clamp_min(1e-300) / scale)).to(torch.float32)
+        out = out.reshape(-1, v.shape[-1]).clone()
+        out[odd] = fixed
+        out = out.reshape(v.shape)
+    return out
 
 
 def embed_with_injection(
