@@ -245,8 +245,20 @@ class AblationResult:
         from nla_probe.ablate.report import build_report
 
         out = Path(out) if out is not None else self.root
-        path = build_report(self, out)
-        write_html(self, out)
+        try:
+            path = build_report(self, out)
+            write_html(self, out)
+        except OSError as e:
+            if isinstance(e, NLAProbeError):
+                raise
+            import errno
+
+            full = e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+            what = "no space left on device" if full else (e.strerror or str(e))
+            raise NLAProbeError(
+                f"{e.filename or out}: {what} while writing the report; the results in {self.root / 'results'} and "
+                f"the records in {self.root / 'store'} are safe: {'free some space, then ' if full else ''}rebuild "
+                f"the report with `nla-probe report {self.root}`") from None
         return path
 
     @property

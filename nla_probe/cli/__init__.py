@@ -32,9 +32,19 @@ for _name in ("ablate", "plan"):  # sub-command modules with a register(app) fun
 def main() -> None:
     """Console-script entry point: runs the app and turns nla-probe errors into one-line messages."""
     import sys
+    import warnings
 
-    from nla_probe.errors import NLAProbeError
+    from nla_probe.errors import NLAProbeError, NLAProbeWarning
 
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # one line for our own warnings
+        if issubclass(category, NLAProbeWarning):
+            typer.secho(f"warning: {message}", err=True, fg="yellow")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         app()
     except NLAProbeError as e:

@@ -70,7 +70,7 @@ def ablate(
         help="FVE denominator for every spec: a number or a registered name (default: the spec's).")] = None,
     backend_opt: Annotated[Optional[list[str]], typer.Option(
         help="Backend option KEY=VALUE (repeatable), e.g. tensor_parallel_size=4 for vllm.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads.",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads (>= 1).",
                                                    show_default="torch's own: one per physical CPU core")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Store results only (e.g. on shards).")] = False,
     attribution_rows: Annotated[int, typer.Option(

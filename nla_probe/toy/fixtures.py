@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nla_probe.errors import UnknownNameError
+from nla_probe.errors import InputError, UnknownNameError
 from nla_probe.nla.contract import AR_TEMPLATE, AV_TEMPLATE
 
 MARKERS = {"qwen2": "\u320e", "gemma3": "\u321c"}
@@ -48,8 +48,12 @@ def _config(arch: str, vocab: int, d_model: int, n_layers: int, tok: Any) -> Any
 
 
 def make_fixture_pair(out_dir: str | Path, arch: str = "qwen2", *, d_model: int = 64, n_layers: int = 4,
-                      layer: int = 2, vocab_size: int = 700, seed: int = 0) -> tuple[Path, Path]:
-    """Write a random-weight AV/AR pair under ``out_dir``; returns ``(av_dir, ar_dir)``."""
+                      layer: int = 2, vocab_size: int = 700, seed: int = 0, force: bool = False) -> tuple[Path, Path]:
+    """Write a random-weight AV/AR pair under ``out_dir``; returns ``(av_dir, ar_dir)``.
+
+    ``out_dir`` must be new or empty unless ``force`` (then its ``av/``, ``ar/`` and ``tokenizer/``
+    are overwritten; other files stay).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -60,6 +64,13 @@ def make_fixture_pair(out_dir: str | Path, arch: str = "qwen2", *, d_model: int 
     if arch not in MARKERS:
         raise UnknownNameError("fixture architecture", arch, MARKERS)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; expected a directory to write av/ and ar/ into")
+    if out.is_dir() and not force:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            raise InputError(f"{out}: the directory is not empty ({len(entries)} entries, e.g. {entries[0]!r}); pass "
+                             "--force (force=True) to overwrite the av/ and ar/ in it")
     marker = MARKERS[arch]
     tok = train_tokenizer([AV_TEMPLATE, AR_TEMPLATE, *FIXTURE_TEXTS], vocab_size, out / "tokenizer",
                           marker_chars=[marker], add_bos=(arch == "gemma3"))
