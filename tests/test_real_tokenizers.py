@@ -38,7 +38,7 @@ def real_pairs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loaded(real_pairs):
-    from nla_probe.nla.checkpoint import load_pair
+    from nla_probe import load_pair
 
     return {fam: load_pair(*dirs) for fam, dirs in real_pairs.items()}
 
