@@ -210,6 +210,21 @@ def test_check_refuses_before_loading(released, monkeypatch):
     monkeypatch.setattr(preflight, "_available_ram", lambda: 16 * GiB)
     with pytest.raises(InputError, match=r"the AV on the CPU will not fit: needs ~.* of RAM in float32, 16.0 GiB"):
         preflight.check_before_loading(released["qwen2.5-7b"][0], None, device="cpu")
+    with pytest.raises(InputError, match=r"the AV on the CPU will not fit"):  # a device map without GPUs: the CPU
+        preflight.check_before_loading(released["qwen2.5-7b"][0], None, device="auto")
+
+
+def test_device_map_may_spill_to_cpu_ram(released, monkeypatch):
+    monkeypatch.setattr(preflight, "_gpu_inventory", lambda: (1, 80 * GiB))
+    monkeypatch.setattr(preflight, "_available_ram", lambda: 16 * GiB)
+    # 227.0 GiB for the pair - 72.0 GiB on the GPU = 155.0 GiB for the CPU
+    with pytest.raises(InputError, match=r"and the 155.0 GiB beyond the GPUs exceed the 16.0 GiB of RAM available"):
+        preflight.check_before_loading(*released["llama3.3-70b"], device="auto")
+    monkeypatch.setattr(preflight, "_available_ram", lambda: 400 * GiB)
+    from nla_probe.errors import NLAProbeWarning
+
+    with pytest.warns(NLAProbeWarning, match=r"about 155.0 GiB will be placed in CPU RAM"):
+        assert preflight.check_before_loading(*released["llama3.3-70b"], device="auto").fits
 
 
 def test_bad_input_is_one_clear_line(released, tmp_path):

@@ -4,17 +4,20 @@
 :func:`nla_probe.ablate.engine.ablate` with checkpoint directories) call first.  It sizes the run with
 :mod:`nla_probe.nla.plan` from ``config.json`` and the sidecars, then compares it with what the
 machine has: on GPUs (``device`` ``cuda``, ``cuda:i`` or ``auto``) the visible CUDA devices, their
-count and smallest memory; on the CPU the kernel's ``MemAvailable``.  Without CUDA, or where the
-available RAM is unknown, nothing is checked (the loader reports a missing GPU itself).
+count and smallest memory; on the CPU the kernel's ``MemAvailable``.  ``cuda`` without CUDA, or the
+CPU where the available RAM is unknown, is not checked (the loader reports a missing GPU itself);
+``auto`` without CUDA is checked as the CPU, and with the ``hf`` backend it may spill to CPU RAM.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nla_probe.errors import InputError
+from nla_probe.errors import InputError, NLAProbeWarning
 from nla_probe.nla.plan import (
     DTYPE_BYTES,
     GiB,
@@ -120,7 +123,10 @@ def check_before_loading(av_dir: str | Path | None, ar_dir: str | Path | None, *
     option, or None when nothing was checked.
 
     GPU devices (``cuda``, ``cuda:i``, ``auto``): the visible GPUs (count, smallest memory) against
-    :func:`requested_option`; without CUDA nothing is checked here (the loader reports it).  CPU: the
+    :func:`requested_option`.  ``auto`` with the ``hf`` backend may also spill layers to CPU RAM
+    (accelerate's device map does): it is refused only when the GPUs plus ``MemAvailable`` are too
+    small, and warned about (:class:`~nla_probe.errors.NLAProbeWarning`) when it spills.  Without
+    CUDA, ``cuda`` is left to the loader to report and ``auto`` is checked as the CPU.  CPU: the
     weights, KV cache and activations in the run dtype (fp32 by default) against ``MemAvailable``;
     skipped where that is unknown.  Raises :class:`~nla_probe.errors.InputError` with the reason and
     the plan's recommendation.
@@ -129,15 +135,18 @@ def check_before_loading(av_dir: str | Path | None, ar_dir: str | Path | None, *
     on_gpu = dev == "auto" or dev.startswith("cuda")
     if not on_gpu and dev != "cpu":
         return None
+    inv = _gpu_inventory() if on_gpu else None
+    if inv is None and dev.startswith("cuda"):
+        return None
+    on_gpu = inv is not None
     stage = "pair" if av_dir is not None and ar_dir is not None else ("av" if av_dir is not None else "ar")
     w = Workload(batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=_dtype_name(dtype, on_gpu))
     plan = plan_pair(av_dir, ar_dir, w)
     what = {"pair": "the AV and AR", "av": "the AV", "ar": "the AR"}[stage]
     cmd = "nla-probe plan" + (f" --av {av_dir}" if av_dir else "") + (f" --ar {ar_dir}" if ar_dir else "")
+    need = sum(c.total for c in (plan.av_mem, plan.ar_mem) if c is not None)
     if not on_gpu:
         ram = _available_ram()
-        need = sum(c.total for c in (plan.av_mem, plan.ar_mem) if c is not None and
-                   (stage == "pair" or c.name.lower() == stage))
         if ram is None:
             return None
         ok = need <= ram
@@ -147,14 +156,22 @@ def check_before_loading(av_dir: str | Path | None, ar_dir: str | Path | None, *
             raise InputError(f"{what} on the CPU will not fit: {opt.reason}; use a GPU or a smaller --batch-size "
                              f"(memory plan: {cmd} --dtype {w.dtype})")
         return opt
-    inv = _gpu_inventory()
-    if inv is None:
-        return None
     gpus, mem = inv
     opts = dict(backend_options or {})
     opt = requested_option(plan, stage, gpus=gpus, gpu_mem=mem, backend=backend, device=dev,
                            tensor_parallel=int(opts.get("tensor_parallel_size", 1)),
                            vllm_utilization=float(opts.get("gpu_memory_utilization", VLLM_DEFAULT_UTILIZATION)))
+    if not opt.fits and dev == "auto" and backend != "vllm":
+        spill = need - gpus * int(mem * 0.9)
+        if spill <= 0:  # one block larger than a GPU: that block goes to the CPU
+            spill = max(c.largest_block for c in (plan.av_mem, plan.ar_mem) if c is not None)
+        ram = _available_ram()
+        if ram is None or spill <= ram:
+            warnings.warn(f"{what}: {opt.reason}; about {gib_text(spill)} will be placed in CPU RAM by the device "
+                          "map (much slower than on the GPUs)", NLAProbeWarning, stacklevel=2)
+            return replace(opt, fits=True, reason=f"{opt.reason}; {gib_text(spill)} spills to CPU RAM")
+        opt = replace(opt, reason=f"{opt.reason}, and the {gib_text(spill)} beyond the GPUs exceed the "
+                                  f"{gib_text(ram)} of RAM available")
     if not opt.fits:
         alt = best(plan.options(gpus, mem / GiB, stage=stage))
         hint = (f"the plan suggests {alt.name}: {' '.join(alt.args)}" if alt else
