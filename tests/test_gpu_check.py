@@ -1,0 +1,54 @@
+"""The GPU check (scripts/gpu_check.sh, nla_probe.bench.gpu_check) exercised on the CPU.
+
+On the CPU its configurations are float32 (a self-check against the float32 reference: it must
+agree exactly) and bfloat16; without CUDA the default run stops with status 2 and says why.
+"""
+
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from nla_probe.bench.gpu_check import NO_CUDA_STATUS, Row, Sizes, format_table, main, run
+from nla_probe.defaults import toy_pair_present
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(not toy_pair_present(), reason="needs the embedded toy pair")
+def test_cpu_quick_run_prints_the_table(capsys):
+    rows = run("cpu", quick=True)
+    out = capsys.readouterr().out
+    assert [r.name for r in rows] == ["hf cpu fp32", "hf cpu bf16"] and not any(r.error for r in rows)
+    fp32, bf16 = rows
+    assert fp32.agreement == 1.0 and fp32.max_dmse == 0.0 and fp32.mean_dmse == 0.0  # same setting as the reference
+    assert 0.0 <= bf16.agreement <= 1.0 and 0.0 <= bf16.mean_dmse <= bf16.max_dmse < 0.1
+    for r in rows:
+        assert sorted(r.tok_s) == [1, 4, 8] and all(v > 0 for v in r.tok_s.values())
+        assert sorted(r.rows_s) == [1, 4, 8] and r.fast_rows_s > 0 and r.peak.startswith("RSS ")
+    header = out.splitlines()[-3]
+    assert header.split() == ["config", "greedy=", "max|Δmse|", "mean|Δmse|", "tok/s@1", "tok/s@4", "tok/s@8",
+                              "rows/s@1", "rows/s@4", "rows/s@8", "fast@8", "peak"]
+    assert out.splitlines()[-2].startswith("hf cpu fp32  100.0%   0.00e+00   0.00e+00")
+
+
+def test_table_formats_hand_made_rows():
+    sz = Sizes(2, 4, (1, 32))
+    rows = [Row("a", 0.5, 1.25e-3, 2e-4, {1: 10.0, 32: 1234.4}, {1: 3.0, 32: 96.0}, 120.0, "1.50 GiB"),
+            Row("b", error="RuntimeError: out of memory")]
+    lines = format_table(rows, sz).splitlines()
+    assert lines[1].split() == ["a", "50.0%", "1.25e-03", "2.00e-04", "10", "1,234", "3", "96", "120", "1.50", "GiB"]
+    assert lines[2].split()[:3] == ["b", "n/a%", "n/a"] and lines[3] == "b: FAILED: RuntimeError: out of memory"
+    assert math.isnan(rows[1].agreement)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_without_cuda_the_check_stops_and_says_why(capsys):
+    assert main([]) == NO_CUDA_STATUS
+    err = capsys.readouterr().err
+    assert "gpu_check: CUDA is not available: this torch build" in err and "--device cpu --quick" in err
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == NO_CUDA_STATUS and "CUDA is not available" in proc.stderr
