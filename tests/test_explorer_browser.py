@@ -128,13 +128,30 @@ def _fragment_page(result: AblationResult, path: Path) -> Path:
     return path
 
 
+def _inserted_page(result: AblationResult, path: Path) -> Path:
+    """The notebook fragment inserted with innerHTML and its scripts re-created, as Jupyter does."""
+    from nla_probe.ablate.explorer_html import json_for_script
+
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'></head><body><div id='out'></div>"
+        f"<script type='application/json' id='frag'>{json_for_script(result._repr_html_())}</script><script>"
+        "var out = document.getElementById('out');"
+        "out.innerHTML = JSON.parse(document.getElementById('frag').textContent);"
+        "out.querySelectorAll('script').forEach(function (old) { var s = document.createElement('script');"
+        " if (old.type) s.type = old.type; if (old.className) s.className = old.className;"
+        " s.text = old.textContent; old.replaceWith(s); });"
+        "</script></body></html>", encoding="utf-8")
+    return path
+
+
 def test_markup_in_explanations_renders_as_text(tmp_path, browser):
     texts = [XSS, 'A "plain" one.']
     fve = np.array([[0.5, 0.6], [0.1, 0.2]])
     r = AblationResult.load(make_run(tmp_path / "run", texts, fve, ["base", "cut"],
                                      docs=['<img src=q onerror="window.__xss=3">', "d1"]))
     r.write_report()
-    for page in (r.html_path, _fragment_page(r, tmp_path / "fragment.html")):
+    for page in (r.html_path, _fragment_page(r, tmp_path / "fragment.html"),
+                 _inserted_page(r, tmp_path / "inserted.html")):
         browser.open(page.as_uri())
         browser.eval("document.querySelector('.nlx-grid tbody tr[data-sample-id=\"0\"]').click()")
         assert browser.eval("window.__xss === undefined") is True
