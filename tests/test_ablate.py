@@ -2,11 +2,13 @@
 SIGKILL resume, full disk, shards, statistics, report and CLI errors."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -243,7 +245,9 @@ def test_save_load_and_report(rt_result, tmp_path):
     path = loaded.write_report()
     text = path.read_text()
     assert "## 1. rt" in text and "Var(v_nrm)" in text and "Δ vs greedy" in text
-    assert '"fingerprint"' in text  # checkpoint identities in the provenance block
+    prov = json.loads((tmp_path / "copy" / "provenance.json").read_text())
+    assert prov["pair"]["av"]["fingerprint"] in text  # checkpoint identities: summary in the report, all in the sidecar
+    assert not Path(prov["pair"]["av"]["path"]).is_absolute()
     for png in ("rt_fve_nrm.png", "rt_diff.png"):
         data = (tmp_path / "copy" / "figures" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

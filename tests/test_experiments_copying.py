@@ -202,13 +202,21 @@ def test_report_section_table_and_figure(runs, tmp_path):
     sec = sections[0]
     t = sec.table
     assert t.height == 6  # 2 conditions x (true, null, excess)
-    assert t.columns == ["condition", "contexts", "median run", "p90 run", "≥2 words", "≥3 words", "explanations",
-                         "docs"]
+    assert t.columns == ["condition", "contexts", "median run", "p90 run", "≥2 words", "≥3 words",
+                         "quoted spans verbatim", "explanations", "docs"]
     free_true = t.row(0, named=True)
-    true = np.array(res.frame.filter(pl.col("condition") == "free")["run_len"].to_list())
+    free = res.frame.filter(pl.col("condition") == "free")
+    true = np.array(free["run_len"].to_list())
     assert free_true["median run"].startswith(f"{np.median(true):g} [")
     assert free_true["≥2 words"].startswith(f"{100 * np.mean(true >= 2):.1f}% [")
-    assert t.row(2, named=True)["median run"] == "—"
+    k, v = free["n_spans"].sum(), free["n_spans_verbatim"].sum()
+    assert k > 0
+    assert free_true["quoted spans verbatim"].startswith(f"{100 * v / k:.1f}% [")
+    assert free_true["quoted spans verbatim"].endswith(f"({k} spans)")
+    free_null = t.row(1, named=True)["quoted spans verbatim"]
+    assert free_null.startswith(f"{100 * free['null_spans_verbatim'].sum() / k:.1f}% [")
+    assert t.row(2, named=True)["median run"] == "—" and t.row(2, named=True)["quoted spans verbatim"] == "—"
+    assert "share of quoted spans found verbatim" in sec.figures[0][1]
     assert sec.figures[0][0].is_file()
     res.write_report()
     assert "copy: copy detection" in res.report_path.read_text()

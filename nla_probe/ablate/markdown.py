@@ -2,7 +2,9 @@
 provenance.
 
 ``Report(title, provenance).add_section(ReportSection(...)).write(out_dir)`` writes
-``out_dir/report.md`` and one CSV per table under ``out_dir/tables/``.  Tables from
+``out_dir/report.md``, one CSV per table under ``out_dir/tables/`` and the full provenance as
+``out_dir/provenance.json`` (absolute paths rewritten relative to ``out_dir``, so the directory can
+be moved or shared); the report itself carries a short provenance summary and a link.  Tables from
 :func:`nla_probe.analysis.stats.summarize` / :func:`nla_probe.analysis.stats.compare_to_baseline` are rendered with the
 CI and counts in one cell, e.g. ``0.512 [0.470, 0.550] (n=400, 40 docs)``.  With
 ``bh_scope="report"`` (the default) the ``p_bh`` column of every table is recomputed by
@@ -106,7 +108,7 @@ class Definitions:
                       if self.recall_k and self.recall_pool else "")
             out.append(f"- **recall@{self.recall_k}**: gold activation within the top {self.recall_k} of a pool of "
                        f"**{self.recall_pool}** gold activations by cosine to the reconstruction{chance}.")
-        scope = (f"all {n_tests} tests in this report" if bh_scope == "report"
+        scope = (_count_tests(n_tests) if bh_scope == "report"
                  else "the tests of each table separately")
         out += [
             f"- **estimate [{pct} CI] (n, {self.cluster_label})**: mean over n samples; percentile bootstrap "
@@ -117,6 +119,12 @@ class Definitions:
             f"differences, alternative={self.alternative}, zero_method={self.zero_method} "
             "(n_zero = zero differences); all-zero differences give p = 1.",
             f"- **p_bh**: Benjamini–Hochberg adjusted p (scipy.stats.false_discovery_control) over {scope}.",
+            ("- **when the CI and p disagree**: the CI of a difference is a bootstrap of its *mean*; the "
+             "Wilcoxon p ranks the per-sample differences and asks whether they lean to one side. A few "
+             "large differences can move the mean so far that its CI excludes 0 while most differences are "
+             "small or of either sign (p not small); many small same-sign differences give the reverse. "
+             "Sections name the conditions where this happens; read the CI as the size of the average "
+             "effect and p as how consistent its sign is."),
         ]
         out += [f"- **{k}**: {v}" for k, v in self.extra.items()]
         return out
@@ -216,8 +224,40 @@ def markdown_table(frame: pl.DataFrame, level: float = 0.95, cluster_label: str 
     return "\n".join(lines)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "section"
+def _count_tests(n: int) -> str:
+    """"all 4 tests in this report", "the one test in this report", "no tests in this report"."""
+    if n == 0:
+        return "no tests in this report (none)"
+    return "the one test in this report" if n == 1 else f"all {n} tests in this report"
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """File-name slug of ``text``: lowercase words joined by "_", cut at a word boundary to at most
+    ``limit`` characters (a single longer word is cut inside)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w]
+    out = ""
+    for w in words:
+        cand = f"{out}_{w}" if out else w
+        if len(cand) > limit:
+            break
+        out = cand
+    if not out and words:
+        out = words[0][:limit]
+    return out or "section"
+
+
+def relative_paths(obj: object, root: Path) -> object:
+    """``obj`` (JSON-like) with every string that is an absolute path rewritten relative to ``root``
+    (``os.path.relpath``, POSIX separators); other values unchanged."""
+    import os
+
+    if isinstance(obj, Mapping):
+        return {k: relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relative_paths(v, root) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj and os.path.isabs(obj):
+        return Path(os.path.relpath(obj, root)).as_posix()
+    return obj
 
 
 def _versions() -> dict[str, str]:
@@ -236,15 +276,20 @@ class Report:
     Args:
         title: report title.
         provenance: configuration, seeds, checkpoint identities (paths, hashes, sidecar contents),
-            data identity; rendered as JSON (non-JSON values via ``str``).
+            data identity; written to ``provenance.json`` beside the report (non-JSON values via
+            ``str``, absolute paths made relative to the report's directory).
         definitions: what the numbers mean (denominator, pool sizes, bootstrap/test settings).
         caveats: report-wide caveats.
+        preface: markdown paragraphs shown right under the title (e.g. what the numbers can show).
+        provenance_summary: markdown bullet lines for the report's short "Provenance" block (None:
+            the top-level scalar entries of ``provenance``).
         bh_scope: "report" (recompute ``p_bh`` across every table's ``p``) or "table" (keep each
             table's own ``p_bh``).
     """
 
     def __init__(self, title: str, provenance: Mapping[str, object], definitions: Definitions | None = None,
-                 caveats: Sequence[str] = (), bh_scope: str = "report"):
+                 caveats: Sequence[str] = (), bh_scope: str = "report", preface: Sequence[str] = (),
+                 provenance_summary: Sequence[str] | None = None):
         if bh_scope not in _BH_SCOPES:
             raise InputError(f"bh_scope: expected one of {list(_BH_SCOPES)}, found {bh_scope!r}")
         if not isinstance(provenance, Mapping):
@@ -253,6 +298,8 @@ class Report:
         self.provenance = dict(provenance)
         self.definitions = definitions if definitions is not None else Definitions()
         self.caveats = tuple(caveats)
+        self.preface = tuple(str(p) for p in preface)
+        self.provenance_summary = None if provenance_summary is None else tuple(provenance_summary)
         self.bh_scope = bh_scope
         self.sections: list[ReportSection] = []
 
@@ -295,7 +342,8 @@ class Report:
         return src.relative_to(root).as_posix()
 
     def write(self, out_dir: str | Path, overwrite: bool = False) -> Path:
-        """Write ``out_dir/report.md`` (and ``out_dir/tables/*.csv``); returns the report path.
+        """Write ``out_dir/report.md``, ``out_dir/tables/*.csv`` and ``out_dir/provenance.json``;
+        returns the report path.
 
         Raises:
             InputError: ``report.md`` exists and ``overwrite`` is False, or a figure is missing.
@@ -309,6 +357,8 @@ class Report:
         d = self.definitions
         md = [f"# {self.title}", "",
               f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by nla-probe.", ""]
+        for para in self.preface:
+            md += [para.strip(), ""]
         for k, (section, table) in enumerate(zip(self.sections, tables), start=1):
             md += [f"## {k}. {section.title}", ""]
             if section.text:
@@ -329,7 +379,19 @@ class Report:
         if self.caveats:
             md += ["## Caveats", ""] + [f"- {c}" for c in self.caveats] + [""]
         md += ["## Definitions", ""] + d.lines(n_tests, self.bh_scope) + [""]
-        prov = {"versions": _versions(), **self.provenance}
-        md += ["## Provenance", "", "```json", json.dumps(prov, indent=2, sort_keys=True, default=str), "```", ""]
+        versions = _versions()
+        prov = relative_paths(json.loads(json.dumps({"versions": versions, **self.provenance}, default=str)),
+                              out_dir.resolve())
+        (out_dir / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8")
+        summary = self.provenance_summary
+        if summary is None:
+            summary = [f"- {k}: {v}" for k, v in sorted(prov.items()) if isinstance(v, (str, int, float, bool))]
+        shown = ", ".join(f"{k} {versions[k]}" for k in ("nla-probe", "python", "torch", "transformers")
+                          if versions.get(k) not in (None, "not installed"))
+        md += ["## Provenance", "", f"- versions: {shown}", *summary,
+               ("- everything else (specs, checkpoint and data identities with file hashes, selection, cache "
+                "counts, all package versions): [provenance.json](provenance.json); its paths are relative to "
+                "this report's directory."), ""]
         path.write_text("\n".join(md), encoding="utf-8")
         return path

@@ -9,10 +9,17 @@ together (``bh_scope="report"``).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
-from nla_probe.ablate.markdown import CAVEATS, Definitions, Report, ReportSection
+from nla_probe.ablate.markdown import (
+    CAVEATS,
+    Definitions,
+    Report,
+    ReportSection,
+    relative_paths,
+)
 
 _DIFF_COL = "Δ vs baseline [CI] (pairs)"
 
@@ -104,6 +111,89 @@ def _setup_text(result: Any, name: str, spec: Any) -> str:
     return "\n".join(lines)
 
 
+_TOY_AV = re.compile(r"(?:^|/)data/toy/([^/]+)/av/?$")
+
+
+def toy_family(info: dict) -> str | None:
+    """The toy family of the run's pair (``qwen_small``, ...) if its AV is one of the embedded toy
+    checkpoints (``.../data/toy/<family>/av``), else None."""
+    path = str(((info.get("pair") or {}).get("av") or {}).get("path") or "").replace("\\", "/")
+    m = _TOY_AV.search(path)
+    return m.group(1) if m else None
+
+
+def toy_preface(family: str) -> str:
+    """What a toy run's numbers can and cannot show (facts from docs/toy.md)."""
+    return (
+        f"> **This run used the embedded toy pair `{family}`** (`data/toy/{family}`): Qwen2-architecture "
+        "models of 1–2 M parameters trained for minutes on a CPU on 2.9 MB of dictionary prose (model "
+        "card: `docs/toy.md`).\n>\n"
+        "> Its numbers **can show** that the pipeline runs end to end and what each experiment measures: "
+        "conditions, paired differences with CIs and tests, leak audits, figures — on a pair whose "
+        "explanations are known exactly.\n>\n"
+        "> They **cannot show** anything about real language models or the released 7B–70B NLA pairs. The "
+        "toy's explanations are a template written by a program (the current token and the two before it in "
+        "quotes, the genre, the position, the kind of token), so a quote ban or a redaction measures how the "
+        "toy AR reads that template, and no quoted span is longer than 3 words. Compare toy numbers with "
+        "published ones in form, never in value."
+    )
+
+
+def ci_p_disagreements(summary: Any, level: float) -> list[str]:
+    """Caveat sentences for conditions whose Δ CI excludes 0 while the Wilcoxon p is not below
+    ``1 − level``, or the reverse (see the report's Definitions)."""
+    alpha = 1 - level
+    out = []
+    for r in summary.iter_rows(named=True):
+        d, lo, hi, p = r.get("diff"), r.get("diff_low"), r.get("diff_high"), r.get("p")
+        if d is None or lo is None or hi is None or p is None or any(math.isnan(x) for x in (lo, hi, p)):
+            continue
+        excludes = lo > 0 or hi < 0
+        if excludes == (p < alpha):
+            continue
+        ci = f"[{_fmt(lo)}, {_fmt(hi)}]"
+        if excludes:
+            out.append(f"`{r['condition']}`: the {level * 100:g}% CI of Δ {ci} excludes 0 but the Wilcoxon p = "
+                       f"{p:.2g} is not below {alpha:g}. The mean difference ({_fmt(d)}) is carried by part of "
+                       "the activations; ranked, the differences do not lean consistently to one side.")
+        else:
+            out.append(f"`{r['condition']}`: the Wilcoxon p = {p:.2g} is below {alpha:g} but the "
+                       f"{level * 100:g}% CI of Δ {ci} includes 0. Most differences share a sign, but they are "
+                       "small next to the spread of the mean across documents.")
+    return out
+
+
+def provenance_summary(info: dict, out: Path) -> list[str]:
+    """Short markdown bullets of a run's provenance (the full record goes to ``provenance.json``)."""
+    rel = relative_paths(info, Path(out).resolve())
+    pair, data = rel.get("pair") or {}, rel.get("data") or {}
+    lines = []
+    if pair:
+        av, ar = pair.get("av") or {}, pair.get("ar") or {}
+        lines.append(f"- pair: AV `{av.get('path')}` (fingerprint {av.get('fingerprint')}), AR `{ar.get('path')}` "
+                     f"(fingerprint {ar.get('fingerprint')}); layer {pair.get('layer')}, d_model "
+                     f"{pair.get('d_model')}; backend {pair.get('backend')}, {pair.get('device')}, {pair.get('dtype')}")
+    if data:
+        digest = str(data.get("digest") or "")[:12]
+        lines.append(f"- data: `{data.get('path')}`, {data.get('n_rows')} activations from {data.get('n_docs')} "
+                     f"documents (sha256 {digest}…)")
+    hashes = rel.get("spec_hashes") or {}
+    if hashes:
+        lines.append("- specs: " + ", ".join(f"`{k}` ({str(v)[:12]}…)" for k, v in hashes.items())
+                     + " (spec files: `specs/` of the run directory)")
+    run = [f"batch size {rel.get('batch_size')}"]
+    if rel.get("limit") is not None:
+        run.append(f"limit {rel['limit']}")
+    if rel.get("shard"):
+        run.append(f"shard {rel['shard']}")
+    if rel.get("elapsed_s") is not None:
+        run.append(f"{rel['elapsed_s']} s")
+    if rel.get("created"):
+        run.append(f"finished {rel['created']}")
+    lines.append("- run: " + ", ".join(run))
+    return lines
+
+
 def build_report(result: Any, out: Path) -> Path:
     """Write the report of ``result`` into ``out``; returns the path of ``report.md``."""
     import warnings
@@ -145,6 +235,8 @@ def build_report(result: Any, out: Path) -> Path:
                            "report only.")
         if spec.metrics.wilcoxon_unit == "sample":
             caveats.append(CAVEATS["per_sample_wilcoxon"])
+        if s.height and "diff_low" in s.columns:
+            caveats += ci_p_disagreements(s, spec.metrics.level)
         sections.append(ReportSection(
             title=f"{name}", text=text, table=_table(s, spec.baseline) if s.height else None,
             figures=figures, caveats=caveats, metric=spec.metrics.primary))
@@ -164,7 +256,10 @@ def build_report(result: Any, out: Path) -> Path:
                        n_boot=first.metrics.n_boot, level=first.metrics.level, seed=first.seed,
                        wilcoxon_unit=first.metrics.wilcoxon_unit, extra=extra_defs)
     prov = {k: v for k, v in result.info.items() if k != "format"}
-    report = Report("nla-probe ablation report", prov, definitions=defs, bh_scope="report")
+    family = toy_family(result.info)
+    report = Report("nla-probe ablation report", prov, definitions=defs, bh_scope="report",
+                    preface=[toy_preface(family)] if family else [],
+                    provenance_summary=provenance_summary(result.info, out))
     for sec in sections:
         report.add_section(sec)
     return report.write(out, overwrite=True)

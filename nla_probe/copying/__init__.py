@@ -17,7 +17,7 @@ from nla_probe.copying.detection import (
                                          iter_copy_detection,
 )
 from nla_probe.copying.nulls import doc_derangement, null_sources, source_context
-from nla_probe.copying.summary import summarize_copying, summarize_spans
+from nla_probe.copying.summary import summarize_copying, summarize_span_counts, summarize_spans
 from nla_probe.copying.wordruns import (
                                          DEFAULT_NORMALIZER,
                                          PUNCTUATION_MODES,
@@ -32,5 +32,5 @@ __all__ = [
     "DEFAULT_NORMALIZER", "PUNCTUATION_MODES", "RESULT_VERSION", "CopyResult", "CopySettings", "SharedRun",
     "WordNormalizer", "Words", "copy_detection", "copy_detection_to_parquet", "doc_derangement",
     "iter_copy_detection", "longest_shared_run", "null_sources", "shared_run_lengths", "source_context",
-    "summarize_copying", "summarize_spans",
+    "summarize_copying", "summarize_span_counts", "summarize_spans",
 ]

@@ -116,3 +116,46 @@ def summarize_spans(spans_frame: pl.DataFrame, by="condition", n_boot: int = 200
             ci = cluster_bootstrap_ci(v.to_numpy()[ok], docs[ok], n_boot=n_boot, level=level, seed=seed)
             rows.append(_row(key, source, name, ci))
     return _summary_frame(rows, keys, spans_frame)
+
+
+def summarize_span_counts(frame: pl.DataFrame, by="condition", n_boot: int = 2000, seed: int = 0,
+                          level: float = 0.95, cluster: str = "doc_id", n_spans: str = "n_spans",
+                          verbatim: str = "n_spans_verbatim", null_verbatim: str = "null_spans_verbatim"
+                          ) -> pl.DataFrame:
+    """Share of quoted spans found verbatim in the true context vs in null contexts, from per-row counts.
+
+    Each row (one explanation) holds ``n_spans`` quoted spans, ``verbatim`` of them verbatim in its
+    true context, and ``null_verbatim`` = the sum over its spans of the share of null contexts holding
+    the span verbatim.  The rates are pooled over spans: ``sum(verbatim) / sum(n_spans)`` (source
+    ``"true"``) and ``sum(null_verbatim) / sum(n_spans)`` (source ``"null"``), statistic
+    ``"spans_verbatim"``, n = spans.  The CI resamples documents (every span of a row stays with its
+    document; a row's null share is spread evenly over its spans, which leaves every resampled mean
+    unchanged).  Groups without spans are left out.
+
+    Returns:
+        polars frame in the layout of :func:`summarize_copying`.
+    """
+    from nla_probe.analysis.stats import cluster_bootstrap_ci
+
+    keys = _by(by)
+    missing = [c for c in [*keys, cluster, n_spans, verbatim, null_verbatim] if c not in frame.columns]
+    if missing:
+        raise InputError(f"summarize_span_counts: expected columns {missing}, found {frame.columns}")
+    rows = []
+    groups = frame.group_by(keys, maintain_order=True) if keys else [((), frame)]
+    for key_vals, sub in groups:
+        key = dict(zip(keys, key_vals))
+        k = sub[n_spans].fill_null(0).to_numpy().astype(np.int64)
+        if k.sum() == 0:
+            continue
+        v = sub[verbatim].fill_null(0).to_numpy().astype(np.int64)
+        nv = sub[null_verbatim].fill_null(0.0).to_numpy().astype(np.float64)
+        if np.any(v > k) or np.any(v < 0):
+            raise InputError(f"summarize_span_counts: {verbatim} must lie in [0, {n_spans}] on every row")
+        docs = np.repeat(sub[cluster].to_numpy(), k)
+        true = np.concatenate([np.r_[np.ones(a), np.zeros(b - a)] for a, b in zip(v, k)])
+        null = np.repeat(np.divide(nv, k, out=np.zeros_like(nv), where=k > 0), k)
+        for source, values in (("true", true), ("null", null)):
+            ci = cluster_bootstrap_ci(values, docs, n_boot=n_boot, level=level, seed=seed)
+            rows.append(_row(key, source, "spans_verbatim", ci))
+    return _summary_frame(rows, keys, frame)

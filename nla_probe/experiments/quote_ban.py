@@ -11,7 +11,7 @@ adds to the report:
   bans (the ``leaked`` column of ``roundtrip``), ``k/N``.
 
 A ban that binds shows 0 leaks; a ban the policy routes around shows the quoting moving to another
-family (seed 003 §2: 982/1000 decodes switched to single quotes when only double quotes were
+family (abra.me report 01 §2: 982/1000 decodes switched to single quotes when only double quotes were
 banned).
 """
 
@@ -64,6 +64,52 @@ def substitution_matrix(frame: Any, spec: Any, families: Sequence[str]) -> Any:
                                       "share": pl.Float64, "banned": pl.Boolean})
 
 
+def _without_floor(hooks: Sequence[Any]) -> list:
+    return [dict(h) for h in hooks if h.get("name") != "min_new_tokens"]
+
+
+def floor_note(spec: Any, summary: Any) -> str:
+    """Why a condition with a ``min_new_tokens`` floor scores like (or unlike) its twin without one.
+
+    The floor forbids the end-of-sequence token until N tokens are generated; ``</explanation>`` is
+    ordinary text, so an AV that is done closes the tag where it always does and writes on after it,
+    and parsing keeps only the text between the tags.  Pairs each floored condition with the
+    condition whose hooks are the same minus the floor; returns "" when there is no such pair.
+    """
+    if summary.height == 0:
+        return ""
+    rows = {r["condition"]: r for r in summary.iter_rows(named=True)}
+    pairs = []
+    for cond in spec.conditions:
+        if not any(h.get("name") == "min_new_tokens" for h in cond.hooks):
+            continue
+        rest = _without_floor(cond.hooks)
+        twin = next((c for c in spec.conditions if c.name != cond.name and not any(
+            h.get("name") == "min_new_tokens" for h in c.hooks) and _without_floor(c.hooks) == rest
+            and dict(c.sampling) == dict(cond.sampling)), None)
+        if twin is not None and cond.name in rows and twin.name in rows:
+            pairs.append((cond.name, twin.name))
+    if not pairs:
+        return ""
+    lines = [("**The length floor.** `min_new_tokens` forbids the end-of-sequence token until N tokens have "
+              "been generated; it does not block `</explanation>`, which is ordinary text. An AV that is done "
+              "closes the tag where it always does and writes on after it, and parsing keeps only the text "
+              "between the tags, so a floor changes the scored explanation only where the AV would have stopped "
+              "before closing the tag."), ""]
+    for floored, twin in pairs:
+        a, b = rows[floored], rows[twin]
+        tok = ""
+        if a.get("n_tokens") is not None and b.get("n_tokens") is not None:
+            tok = f"; generated tokens {a['n_tokens']:.1f} vs {b['n_tokens']:.1f}"
+        if a["estimate"] == b["estimate"]:
+            lines.append(f"- `{floored}` equals `{twin}`: fve_nrm {a['estimate']:.3f} in both, the same "
+                         f"explanations scored{tok}{' (the extra tokens follow the closing tag)' if tok else ''}.")
+        else:
+            lines.append(f"- `{floored}` vs `{twin}`: fve_nrm {a['estimate']:.3f} vs {b['estimate']:.3f}; the floor "
+                         f"changed some explanations{tok}.")
+    return "\n".join(lines)
+
+
 @register_experiment
 class QuoteBan(Roundtrip):
     """Generation-time delimiter bans with the substitution audit (see module doc)."""
@@ -71,6 +117,12 @@ class QuoteBan(Roundtrip):
     name = "quote_ban"
     description = ("roundtrip under generation-time delimiter bans, with the leak count and the delimiter "
                    "substitution matrix")
+
+    def section_text(self, spec: Any, summary: Any) -> str:
+        """The leak audit (from ``roundtrip``) and, for conditions that add only a length floor, how
+        their explanations compare with the same condition without it (see :func:`floor_note`)."""
+        parts = [t for t in (super().section_text(spec, summary), floor_note(spec, summary)) if t]
+        return "\n\n".join(parts)
 
     def report_sections(self, spec: Any, frame: Any, out_dir: Path) -> list:
         """A section with the substitution matrix (cells ``k/N``, leaks per condition) and its heatmap."""
