@@ -1,11 +1,12 @@
 import json
 import shutil
+import warnings
 
 import pytest
 import yaml
 
 from nla_probe import load_ar, load_av, load_pair
-from nla_probe.errors import ContractError
+from nla_probe.errors import ContractError, TemplateDriftWarning
 from nla_probe.nla.checkpoint import inspect_checkpoint
 
 
@@ -99,8 +100,27 @@ def test_template_drift_fails_loudly(fixture_pairs, tmp_path):
     d = _copy(fixture_pairs["qwen2"][0], tmp_path, "av")
     _edit_sidecar(d, lambda r: r["prompt_templates"].update(
         av=r["prompt_templates"]["av"].replace("<concept>{injection_char}</concept>", "{injection_char}")))
-    with pytest.raises(ContractError, match="neighbor"):
+    with pytest.raises(ContractError, match="neighbor"), \
+            pytest.warns(TemplateDriftWarning, match="field 'prompt_templates.av' differs from the released AV template "
+                                                     "at character 453"):
         load_av(d)
+
+
+def test_wording_drift_loads_with_a_warning_naming_the_field(fixture_pairs, tmp_path):
+    """A changed AV wording or AR head keeps the marker's neighbours: it loads, but not silently."""
+    av = _copy(fixture_pairs["qwen2"][0], tmp_path, "av")
+    _edit_sidecar(av, lambda r: r["prompt_templates"].update(av=r["prompt_templates"]["av"].replace("meticulous", "keen")))
+    with pytest.warns(TemplateDriftWarning, match="'prompt_templates.av' .* at character 10: released 'meticulous"):
+        assert load_av(av).contract.av_template.startswith("You are a keen AI researcher")
+    ar = _copy(fixture_pairs["qwen2"][1], tmp_path, "ar")
+    _edit_sidecar(ar, lambda r: r["prompt_templates"].update(ar="Summarise: <text>{explanation}</text> <summary>"))
+    with pytest.warns(TemplateDriftWarning, match="'prompt_templates.ar' .* at character 6: released 'y of"):
+        info = inspect_checkpoint(ar)
+    assert len(info["warnings"]) == 1 and "prompt_templates.ar" in info["warnings"][0]
+    assert "You are a meticulous AI researcher" in info["canonical_prompt"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the released templates load without any warning
+        assert inspect_checkpoint(fixture_pairs["qwen2"][0])["warnings"] == []
 
 
 def test_config_hidden_size_mismatch(fixture_pairs, tmp_path):

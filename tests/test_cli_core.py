@@ -62,7 +62,9 @@ def test_verbalize_then_reconstruct_end_to_end(fixture_pairs, tmp_path, arch):
     dec = pl.read_parquet(tmp_path / "dec.parquet")
     assert dec.height == 4 and dec["doc_id"].to_list() == ["d0", "d1", "d2", "d3"]
     assert set(dec["tag_status"]) <= {"ok", "no_close", "no_open"}
-    r = _run("reconstruct", "--ar", ar, "--texts", tmp_path / "dec.parquet", "--data", data,
+    data4 = tmp_path / "acts4.parquet"  # one gold vector per decoded text
+    pl.read_parquet(data).head(4).write_parquet(data4)
+    r = _run("reconstruct", "--ar", ar, "--texts", tmp_path / "dec.parquet", "--data", data4,
              "--out", tmp_path / "rec.jsonl", "--on-overflow", "truncate", "--denominator", "0.5")
     assert r.exit_code == 0, r.output
     rec = pl.read_ndjson(tmp_path / "rec.jsonl")

@@ -45,6 +45,7 @@ from nla_probe.ablate.inputs import (
     PairHandle,
     load_activations,
     parse_shard,
+    prepare_out,
     resolve_denominator,
     vectors_hash,
 )
@@ -264,6 +265,7 @@ class ResultWriter:
         self._buffer: list = []
         self._buffered = 0
         self.rows = 0
+        self.finite = 0  # rows with a finite fve_nrm
 
     def write(self, batch: Mapping[str, list]) -> None:
         import polars as pl
@@ -276,6 +278,8 @@ class ResultWriter:
         self._buffer.append(frame)
         self._buffered += frame.height
         self.rows += frame.height
+        if "fve_nrm" in frame.columns:
+            self.finite += int(frame["fve_nrm"].is_finite().sum())
         if self._buffered >= self.row_group:
             self._flush()
 
@@ -412,7 +416,7 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
                              "(build it with `nla-probe toy build` or pass --data)")
     full = load_activations(data, handle.contract.d_model)
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="nla-probe-ablate-"))
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out, handle)
     store = Store(out / "store")
     info: dict[str, Any] = {"format": "nla-probe-ablation", "format_version": 1, "experiments": [],
                             "specs": {}, "spec_hashes": {}, "pair": handle.describe(), "data": full.info,
@@ -443,6 +447,10 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
             writer.close()
             if lines is not None:
                 lines.finish(writer.rows)
+            if writer.rows and not writer.finite:
+                raise NLAProbeError(f"experiment {spec.name!r}: none of its {writer.rows} result rows has a finite "
+                                    f"fve_nrm (all NaN, e.g. on_overflow='nan' for every text); a report would have "
+                                    f"an empty statistics table — see {writer.path}")
             spec.save(out / "specs" / f"{spec.name}.toml")
             info["experiments"].append(spec.name)
             info["specs"][spec.name] = spec.to_dict()

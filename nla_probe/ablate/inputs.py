@@ -114,13 +114,13 @@ def load_activations(data: Any, d_model: int) -> ActivationData:
     import polars as pl
 
     from nla_probe.nla.extraction import read_activations
-    from nla_probe.nla.identity import _file_digest
+    from nla_probe.nla.identity import file_digest
 
     info: dict[str, Any] = {}
     if isinstance(data, (str, Path)):
         p = Path(data)
         frame, vecs = read_activations(p, d_model=d_model)
-        info = {"path": str(p.resolve()), "digest": _file_digest(p)}
+        info = {"path": str(p.resolve()), "digest": file_digest(p)}
     elif isinstance(data, tuple) and len(data) == 2:
         frame, vecs = data
         vecs = np.asarray(vecs, dtype=np.float32)
@@ -138,6 +138,10 @@ def load_activations(data: Any, d_model: int) -> ActivationData:
         raise InputError(f"data: frame has {frame.height} rows but there are {vecs.shape[0]} vectors")
     if "doc_id" not in frame.columns:
         frame = frame.with_columns(pl.Series("doc_id", [f"row{i}" for i in range(frame.height)]))
+    if frame["doc_id"].null_count():
+        rows = frame["doc_id"].is_null().arg_true().to_list()
+        raise InputError(f"data ({info.get('path')}): rows {rows[:20]} of 'doc_id' are null (expected an id in "
+                         "every row)")
     frame = frame.with_columns(pl.col("doc_id").cast(pl.Utf8),
                                pl.Series("sample_id", np.arange(frame.height, dtype=np.int64)))
     if "digest" not in info:
@@ -160,7 +164,7 @@ class PairHandle:
                  backend_options: Mapping[str, Any] | None = None):
         from nla_probe.errors import UnknownNameError
         from nla_probe.nla.backends import list_backends
-        from nla_probe.nla.checkpoint import NLAPair, resolve_dtype
+        from nla_probe.nla.checkpoint import NLAPair, check_device, resolve_dtype
 
         if backend not in list_backends():
             raise UnknownNameError("backend", backend, list_backends())
@@ -187,6 +191,7 @@ class PairHandle:
         from nla_probe.nla.identity import checkpoint_identity
 
         self._pair = None
+        check_device(self.device)  # before any hashing or loading
         self.av_dir, self.ar_dir = _check_dir(av_dir, "av"), _check_dir(ar_dir, "ar")
         self.contract = read_sidecar(self.av_dir)
         ar_contract = read_sidecar(self.ar_dir)
@@ -232,6 +237,41 @@ class PairHandle:
 
 
 # ------------------------------------------------------------------------------------------ denominator
+
+
+def prepare_out(out: Path, handle: PairHandle) -> None:
+    """Create the output directory, or check an existing one was made with the same weights.
+
+    Raises:
+        InputError: ``out`` is a file or cannot be created, or its ``results/info.json`` records an
+            AV or AR fingerprint other than this run's (naming both): the store is keyed by
+            fingerprint, but the results and report there describe the other weights.
+    """
+    import json
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; expected a directory (new, or the output of an earlier run)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot create the directory ({e.strerror or e})") from None
+    info_path = out / "results" / "info.json"
+    if not info_path.is_file():
+        return
+    try:
+        old = json.loads(info_path.read_text(encoding="utf-8")).get("pair", {})
+    except (OSError, ValueError):
+        return
+    for side in ("av", "ar"):
+        was = (old.get(side) or {}).get("fingerprint")
+        now = handle.identity[side]["fingerprint"]
+        if was is not None and was != now:
+            scheme = (old.get(side) or {}).get("scheme")
+            why = "" if scheme == handle.identity[side].get("scheme") else \
+                " (recorded by an older fingerprint scheme, which could not tell fine-tuned copies apart)"
+            raise InputError(f"--out {out}: its results were made with {side.upper()} fingerprint {was}"
+                             f"{why}, this run's {side.upper()} {handle.identity[side]['path']} has fingerprint {now}; "
+                             "results of different weights are never mixed: pass a new --out")
 
 
 def resolve_denominator(setting: Any, override: Any, data: ActivationData) -> tuple[float, str]:

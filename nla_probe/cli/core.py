@@ -11,14 +11,79 @@ import typer
 from nla_probe.toy import build_options as toy_options
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out file that cannot be written, before any work: wrong suffix, a directory, or a
+    parent that cannot be created."""
+    from nla_probe.errors import InputError
+
+    if out.suffix not in (".parquet", ".jsonl", ".ndjson"):
+        raise InputError(f"--out {out}: expected a name ending in .parquet or .jsonl, found {out.name!r}")
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a directory; expected a file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot create its directory {out.parent} ({e.strerror or e})") from None
+
+
 def _write_frame(frame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        frame.write_parquet(out)
-    elif out.suffix in (".jsonl", ".ndjson"):
-        frame.write_ndjson(out)
-    else:
-        raise typer.BadParameter(f"--out must end in .parquet or .jsonl, found {out.name!r}")
+    from nla_probe.errors import InputError
+
+    _check_out(out)
+    try:
+        if out.suffix == ".parquet":
+            frame.write_parquet(out)
+        else:
+            frame.write_ndjson(out)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot write ({e.strerror or e})") from None
+
+
+def _read_texts(path: Path, column: str) -> tuple[list[str], list[dict] | None, object]:
+    """Texts of ``column`` from a .parquet or a JSON-lines file: ``(texts, jsonl rows or None, frame or None)``.
+
+    JSON lines are parsed with the json module, so a ``\\ud800`` escape stays a lone surrogate and
+    is refused by the AR naming its row (polars would turn it into another character).
+    """
+    from nla_probe.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"--texts {path}: no such file")
+    if path.suffix == ".parquet":
+        import polars as pl
+
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - polars raises several types for corrupt files
+            raise InputError(f"--texts {path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+        if column not in frame.columns:
+            raise InputError(f"--texts {path}: column {column!r} missing; found {frame.columns}")
+        if frame.height == 0:
+            raise InputError(f"--texts {path}: the file is empty (expected one row per text)")
+        return frame[column].to_list(), None, frame
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"--texts {path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    rows = []
+    for k, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise InputError(f"--texts {path}: line {k}: not valid JSON ({e.msg} at column {getattr(e, 'colno', '?')})"
+                             ) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"--texts {path}: line {k}: expected a JSON object, found {type(obj).__name__}")
+        rows.append(obj)
+    if not rows:
+        raise InputError(f"--texts {path}: the file is empty (expected one JSON object per line with a {column!r} "
+                         "field)")
+    missing = [i for i, r in enumerate(rows) if column not in r]
+    if missing:
+        raise InputError(f"--texts {path}: rows {missing[:20]} have no {column!r} field (--column to choose another)")
+    return [r[column] for r in rows], rows, None
 
 
 def inspect(
@@ -26,7 +91,8 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print the contract as JSON.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow custom model code from the checkpoint.")] = False,
 ) -> None:
-    """Validate a checkpoint against the NLA contract (without loading weights) and print it."""
+    """Validate a checkpoint against the NLA contract (without loading weights) and print it, with the
+    rendered canonical AV prompt; a template that differs from the released text is warned about."""
     from nla_probe.nla.checkpoint import inspect_checkpoint
 
     info = inspect_checkpoint(directory, trust_remote_code=trust_remote_code)
@@ -44,7 +110,11 @@ def inspect(
         if k == "injection_char":
             v = f"{v!r} (U+{ord(v):04X})"
         t.add_row(k, str(v))
-    Console().print(t)
+    t.add_row("weight_files", ", ".join(info["weight_files"]))
+    console = Console()
+    console.print(t)
+    console.print("canonical AV prompt (the marker's embedding is replaced by the injected vector):", style="bold")
+    console.print(info["canonical_prompt"], markup=False, highlight=False)
 
 
 def grammar_hooks(grammar: str | None, scaffold: str | None = None, prefix: str | None = None,
@@ -127,10 +197,12 @@ def verbalize(
     Before loading, the memory plan of the AV (``nla-probe plan``) is checked against the device."""
     import polars as pl
 
-    from nla_probe.nla.checkpoint import load_av
+    from nla_probe.nla.checkpoint import check_device, load_av
     from nla_probe.nla.extraction import read_activations
     from nla_probe.nla.generation import decodes_to_frame
 
+    check_device(device)
+    _check_out(out)
     from nla_probe.cli.ablate import _backend_options
     from nla_probe.nla.preflight import check_before_loading
 
@@ -161,8 +233,9 @@ def reconstruct(
     ar: Annotated[Path, typer.Option(help="AR checkpoint directory.")],
     texts: Annotated[Path, typer.Option(help=".parquet/.jsonl with an 'explanation' (or --column) column.")],
     out: Annotated[Path, typer.Option(help="Output .parquet or .jsonl.")],
-    data: Annotated[Optional[Path], typer.Option(help="Activation parquet with the gold vectors (same row order) to score against.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Activation parquet with the gold vectors, one per text in the same order, to score against.")] = None,
     column: Annotated[str, typer.Option(help="Text column to read.")] = "explanation",
+    keep_tags: Annotated[bool, typer.Option("--keep-tags", help="Score texts as given. By default a text holding a complete <explanation>...</explanation> pair is scored as the text inside the first pair (what the AR was trained on; raw AV decodes hold the tags), and a text with a tag but no complete pair is refused.")] = False,
     denominator: Annotated[Optional[str], typer.Option(help="FVE denominator: a number or a registered name; default Var(v_nrm) of --data.")] = None,
     on_overflow: Annotated[str, typer.Option(
         help="Texts longer than the AR context: truncate (cut the text's tail; the same default as ablation "
@@ -172,31 +245,64 @@ def reconstruct(
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per AR batch (length-bucketed).")] = 32,
 ) -> None:
-    """Reconstruct vectors from explanation texts with an AR; with --data, score them (mse_nrm, cos, fve_nrm)."""
+    """Reconstruct vectors from explanation texts with an AR; with --data, score them (mse_nrm, cos, fve_nrm).
+
+    Explanation tags are stripped unless --keep-tags (see that option)."""
     import numpy as np
     import polars as pl
 
     from nla_probe.analysis.metrics import cosine, fve_nrm, mse_nrm, variance_baseline
     from nla_probe.errors import InputError
-    from nla_probe.nla.checkpoint import load_ar
+    from nla_probe.nla.checkpoint import check_device, load_ar
     from nla_probe.nla.extraction import read_activations
+    from nla_probe.nla.generation import CLOSE_TAG, OPEN_TAG, parse_explanation
+    from nla_probe.nla.reconstructor import check_texts
 
-    frame = pl.read_parquet(texts) if texts.suffix == ".parquet" else pl.read_ndjson(texts)
-    if column not in frame.columns:
-        raise InputError(f"{texts}: column {column!r} missing; found {frame.columns}")
+    check_device(device)
+    _check_out(out)
+    items, rows, frame = _read_texts(texts, column)
+    check_texts(items)
+    gold = None
+    if data is not None:
+        _, gold = read_activations(data, d_model=None)
+        if len(gold) != len(items):
+            raise InputError(f"--texts {texts} holds {len(items)} text{'s' * (len(items) != 1)} but --data {data} "
+                             f"holds {len(gold)} vector{'s' * (len(gold) != 1)}; "
+                             "expected one vector per text, in the same order")
+    scored, stripped, unpaired = list(items), [], []
+    if not keep_tags:
+        for i, t in enumerate(items):
+            if OPEN_TAG in t or CLOSE_TAG in t:
+                inner, status = parse_explanation(t)
+                if status == "ok":
+                    scored[i] = inner
+                    stripped.append(i)
+                else:
+                    unpaired.append(i)
+        if unpaired:
+            raise InputError(f"--texts {texts}: rows {unpaired[:20]} hold an {OPEN_TAG} or {CLOSE_TAG} tag without "
+                             "a complete pair; fix them, or pass --keep-tags to score the texts as given")
     from nla_probe.nla.preflight import check_before_loading
 
     check_before_loading(None, ar, device=device, batch_size=batch_size, dtype=dtype)
     r = load_ar(ar, dtype=dtype, device=device)
-    rec = r.reconstruct_detailed(frame[column].to_list(), batch_size=batch_size, on_overflow=on_overflow,
-                                 progress=True)
-    result = frame.with_columns(pl.Series("ar_tokens", rec.n_tokens), pl.Series("overflow", rec.overflow),
+    if gold is not None and gold.shape[1] != r.d_model:
+        raise InputError(f"--data {data}: 'activation_vector' width: expected d_model={r.d_model} (from the AR "
+                         f"sidecar), found {gold.shape[1]}")
+    rec = r.reconstruct_detailed(scored, batch_size=batch_size, on_overflow=on_overflow, progress=True)
+    if frame is None:
+        try:
+            frame = pl.from_dicts(rows, infer_schema_length=None)
+        except Exception:  # noqa: BLE001 - heterogeneous extra fields: keep only the texts
+            frame = pl.DataFrame({column: items})
+    result = frame.with_columns(pl.Series("tags_stripped", [False] * len(items)).scatter(stripped, True)
+                                if stripped else pl.Series("tags_stripped", [False] * len(items)),
+                                pl.Series("ar_tokens", rec.n_tokens), pl.Series("overflow", rec.overflow),
                                 pl.Series("reconstruction", rec.vectors, dtype=pl.Array(pl.Float32, r.d_model)))
-    if data is not None:
-        _, gold = read_activations(data, d_model=r.d_model)
-        if len(gold) < frame.height:
-            raise InputError(f"{data}: {len(gold)} vectors for {frame.height} texts")
-        gold = gold[: frame.height]
+    if not keep_tags:
+        typer.echo(f"stripped {OPEN_TAG} tags from {len(stripped)} of {len(items)} texts (the AR reads the text "
+                   "inside them; --keep-tags to score texts as given)")
+    if gold is not None:
         try:
             denom = float(denominator) if denominator is not None else variance_baseline(gold)
         except ValueError:
@@ -205,13 +311,13 @@ def reconstruct(
         result = result.with_columns(pl.Series("mse_nrm", mse), pl.Series("cos", cosine(rec.vectors, gold)),
                                      pl.Series("fve_nrm", fve_nrm(mse, denom)))
         typer.echo(f"mean fve_nrm {np.nanmean(result['fve_nrm'].to_numpy()):.4f} (denominator {denom}), "
-                   f"mean cos {np.nanmean(result['cos'].to_numpy()):.4f}, n={frame.height}")
+                   f"mean cos {np.nanmean(result['cos'].to_numpy()):.4f}, n={len(items)}")
     n_over = sum(1 for o in rec.overflow if o)
     if n_over:
         typer.echo(f"{n_over} of {len(rec.overflow)} texts were longer than the AR context: "
                    f"on_overflow={on_overflow} (column 'overflow')")
     _write_frame(result, out)
-    typer.echo(f"wrote {frame.height} rows to {out}")
+    typer.echo(f"wrote {len(items)} rows to {out}")
 
 
 def extract(
@@ -264,14 +370,15 @@ def bench(
 
 
 def fixtures(
-    out: Annotated[Path, typer.Argument(help="Directory to write av/ and ar/ into.")],
+    out: Annotated[Path, typer.Argument(help="Directory to write av/ and ar/ into (new or empty, unless --force).")],
     arch: Annotated[str, typer.Option(help="qwen2 or gemma3.")] = "qwen2",
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty directory, replacing its av/ and ar/.")] = False,
 ) -> None:
     """Write a tiny random-weight NLA pair in the released layout (for trying the tools)."""
     from nla_probe.toy.fixtures import make_fixture_pair
 
-    av_dir, ar_dir = make_fixture_pair(out, arch, seed=seed)
+    av_dir, ar_dir = make_fixture_pair(out, arch, seed=seed, force=force)
     typer.echo(f"AV: {av_dir}\nAR: {ar_dir}")
 
 

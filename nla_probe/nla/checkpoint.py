@@ -11,6 +11,12 @@ tokenizer and config before any weight is used:
   ``weight`` of shape ``[d, d]``; the BOS token is prepended when the tokenizer has one; the AR
   template's tail tokenizes to ``critic_suffix_ids``.
 
+Weights are read from safetensors only (:mod:`nla_probe.nla.weights`): every weight file must exist
+and be whole before loading starts; the AR value head must hold finite values.  ``config.json``
+must be consistent (per-layer lists such as ``layer_types`` as long as ``num_hidden_layers``).
+A sidecar template that differs from the released text loads with a
+:class:`~nla_probe.errors.TemplateDriftWarning` naming the field.
+
 Every failure raises :class:`~nla_probe.errors.ContractError` naming the file, field, expected and
 found values.  ``trust_remote_code`` stays off unless asked.
 
@@ -21,18 +27,42 @@ pass ``dtype="float32"``.
 
 from __future__ import annotations
 
+import json
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nla_probe.errors import ContractError, InputError
+from nla_probe.errors import ContractError, InputError, TemplateDriftWarning
 from nla_probe.nla.arch import embed_scale, stop_token_ids, text_config
-from nla_probe.nla.contract import SIDECAR_NAME, Contract, read_sidecar
+from nla_probe.nla.contract import SIDECAR_NAME, Contract, read_sidecar, template_drift
 from nla_probe.nla.identity import checkpoint_identity
 from nla_probe.nla.injection import av_prompt_ids, find_injection_site
+from nla_probe.nla.weights import safetensors_header, verify_weight_files
 
 VALUE_HEAD_NAME = "value_head.safetensors"
+
+
+def check_device(device: Any) -> str:
+    """``device`` as a string, after checking torch can use it (CUDA present, index in range)."""
+    import torch
+
+    d = str(device)
+    try:
+        dev = torch.device(d)
+    except (RuntimeError, ValueError):
+        raise InputError(f"device: expected e.g. 'cpu', 'cuda' or 'cuda:1' (--device), found {d!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+            raise InputError(f"device {d!r}: CUDA is not available ({why}, torch {torch.__version__}); "
+                             "pass --device cpu (device='cpu')")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {d!r}: expected a CUDA index below {torch.cuda.device_count()} (--device)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {d!r}: MPS is not available; pass --device cpu (device='cpu')")
+    return d
 
 
 def resolve_dtype(dtype: Any, device: str) -> Any:
@@ -124,6 +154,30 @@ def _check_d_model(contract: Contract, config: Any, path: Path) -> None:
 
 
 _ROLE_NAMES = {"av": "'av' (or 'actor')", "ar": "'ar' (or 'critic')"}
+#: Per-layer config lists that must have one entry per layer.
+_PER_LAYER_KEYS = ("layer_types",)
+
+
+def _check_config_file(p: Path) -> None:
+    """``config.json`` exists, parses, and its per-layer lists match ``num_hidden_layers``."""
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        raise ContractError(cfg, "<file>", "the model's config.json", "no such file")
+    try:
+        raw = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ContractError(cfg, "<document>", "valid JSON", str(e).splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise ContractError(cfg, "<document>", "a JSON object", type(raw).__name__)
+    for prefix, sub in (("", raw), ("text_config.", raw.get("text_config"))):
+        if not isinstance(sub, dict):
+            continue
+        n = sub.get("num_hidden_layers")
+        for key in _PER_LAYER_KEYS:
+            val = sub.get(key)
+            if isinstance(val, list) and isinstance(n, int) and len(val) != n:
+                raise ContractError(cfg, prefix + key, f"{n} entries (one per layer: {prefix}num_hidden_layers = {n})",
+                                    f"{len(val)} entries", "per-layer lists are cut together with the layers")
 
 
 def _validated_config(path: str | Path, role: str | None, trust_remote_code: bool) -> tuple[Path, Contract, Any]:
@@ -142,7 +196,14 @@ def _validated_config(path: str | Path, role: str | None, trust_remote_code: boo
     if contract.role != role:
         other = "AR" if contract.role == "ar" else "AV"
         raise ContractError(p / SIDECAR_NAME, "role", _ROLE_NAMES[role], contract.role, f"this is an {other} checkpoint")
-    config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    _check_config_file(p)
+    try:
+        config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ContractError(p / "config.json", "<config>", "a config transformers can read",
+                            f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from None
+    for message in template_drift(contract):
+        warnings.warn(message, TemplateDriftWarning, stacklevel=3)
     _check_d_model(contract, config, p)
     n_layers = getattr(text_config(config), "num_hidden_layers", None)
     if role == "ar" and n_layers != contract.layer + 1:
@@ -192,13 +253,19 @@ def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
     """Load and validate an AV checkpoint directory (see module doc)."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
+    check_device(device)
     p, contract, config = _validated_config(path, "av", trust_remote_code)
     tok = _load_tokenizer(p, trust_remote_code)
     ids = validate_tokenizer(contract, tok, p)
     site = find_injection_site(ids, contract)
     torch_dtype = resolve_dtype(dtype, device)
-    with _quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    verify_weight_files(p)
+    try:
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype,
+                                                         trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise _load_failed(p, e) from None
     model.to(device).eval()
     width = model.get_input_embeddings().weight.shape[1]
     if width != contract.d_model:
@@ -215,16 +282,28 @@ def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
 def _load_value_head(p: Path, d: int) -> Any:
     from safetensors.torch import load_file
 
+    import torch
+
     vh = p / VALUE_HEAD_NAME
     if not vh.is_file():
         raise ContractError(vh, "<file>", "value_head.safetensors with key 'weight'", "no such file")
+    safetensors_header(vh)
     tensors = load_file(str(vh))
     if set(tensors) != {"weight"}:
         raise ContractError(vh, "<keys>", "exactly one tensor named 'weight'", sorted(tensors))
     w = tensors["weight"]
     if tuple(w.shape) != (d, d):
         raise ContractError(vh, "weight", f"shape [{d}, {d}] (d_model from the sidecar)", list(w.shape))
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:
+        raise ContractError(vh, "weight", "finite values", f"{bad} NaN/inf of {w.numel()} entries",
+                            "the value head is corrupt; every reconstruction would be NaN")
     return w
+
+
+def _load_failed(p: Path, e: Exception) -> ContractError:
+    first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return ContractError(p, "<weights>", "weights transformers can load for this config", f"{type(e).__name__}: {first}")
 
 
 def _check_ar_tokenizer(contract: Contract, tok: Any, p: Path) -> None:
@@ -248,15 +327,20 @@ def load_ar(path: str | Path, *, dtype: Any = None, device: str = "cpu",
 
     from nla_probe.nla.reconstructor import ARModel, Reconstructor
 
+    check_device(device)
     p, contract, config = _validated_config(path, "ar", trust_remote_code)
     tok = _load_tokenizer(p, trust_remote_code)
     validate_tokenizer(contract, tok, p)
     _check_ar_tokenizer(contract, tok, p)
-    head_w = _load_value_head(p, contract.d_model)
     torch_dtype = resolve_dtype(dtype, device)
-    with _quiet_loading():  # the final norm is absent by design (replaced by Identity)
-        backbone = AutoModel.from_pretrained(str(p), config=text_config(config), dtype=torch_dtype,
-                                             trust_remote_code=trust_remote_code)
+    verify_weight_files(p)
+    head_w = _load_value_head(p, contract.d_model)
+    try:
+        with _quiet_loading():  # the final norm is absent by design (replaced by Identity)
+            backbone = AutoModel.from_pretrained(str(p), config=text_config(config), dtype=torch_dtype,
+                                                 trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise _load_failed(p, e) from None
     head = torch.nn.Linear(contract.d_model, contract.d_model, bias=False, dtype=torch_dtype)
     head.load_state_dict({"weight": head_w.to(torch_dtype)}, strict=True)
     model = ARModel(backbone, head).to(device).eval()
@@ -297,26 +381,14 @@ def load_pair(av_dir: str | Path, ar_dir: str | Path, *, dtype: Any = None, devi
     return NLAPair(av, ar)
 
 
-def _embedding_shape(p: Path) -> tuple[str, list[int]] | None:
-    """(key, shape) of the input embedding table, read from safetensors headers only."""
-    import json
-
-    from safetensors import safe_open
-
+def _embedding_shape(headers: dict[str, dict]) -> tuple[str, list[int]] | None:
+    """(key, shape) of the input embedding table, from the safetensors headers of the weight files."""
     from nla_probe.nla.arch import EMBED_KEY_SUFFIXES
 
-    index = p / "model.safetensors.index.json"
-    files: dict[str, str] = {}
-    if index.is_file():
-        files = json.loads(index.read_text())["weight_map"]
-    elif (p / "model.safetensors").is_file():
-        with safe_open(str(p / "model.safetensors"), "pt") as f:
-            files = {k: "model.safetensors" for k in f.keys()}
-    keys = [k for k in files if k.endswith(EMBED_KEY_SUFFIXES)]
+    keys = [(k, h[k]) for h in headers.values() for k in h if k != "__metadata__" and k.endswith(EMBED_KEY_SUFFIXES)]
     if len(keys) != 1:
         return None
-    with safe_open(str(p / files[keys[0]]), "pt") as f:
-        return keys[0], list(f.get_slice(keys[0]).get_shape())
+    return keys[0][0], list(keys[0][1].get("shape", []))
 
 
 def inspect_checkpoint(path: str | Path, *, trust_remote_code: bool = False) -> dict:
@@ -337,12 +409,14 @@ def inspect_checkpoint(path: str | Path, *, trust_remote_code: bool = False) -> 
     if contract.role == "ar":
         _check_ar_tokenizer(contract, tok, p)
         _load_value_head(p, contract.d_model)
-    emb = _embedding_shape(p)
-    if emb is not None and emb[1][1] != contract.d_model:
-        raise ContractError(p, emb[0], f"width d_model={contract.d_model}", emb[1][1])
+    headers = verify_weight_files(p)
+    emb = _embedding_shape(headers)
+    if emb is not None and (len(emb[1]) != 2 or emb[1][1] != contract.d_model):
+        raise ContractError(p, emb[0], f"shape [vocab, d_model={contract.d_model}]", emb[1])
     info = asdict(contract)
     info.update(path=str(p), model_type=getattr(text_config(config), "model_type", ""), num_hidden_layers=n_layers,
                 embed_scale=embed_scale(config), prompt_tokens=len(ids), marker_position=ids.index(contract.injection_token_id),
                 bos_token=tok.bos_token, embedding=list(emb[1]) if emb else None,
-                fingerprint=checkpoint_identity(p)["fingerprint"])
+                fingerprint=checkpoint_identity(p)["fingerprint"], weight_files=sorted(headers),
+                canonical_prompt=tok.decode(ids), warnings=template_drift(contract))
     return info

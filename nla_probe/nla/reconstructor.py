@@ -13,11 +13,16 @@ Texts longer than the AR context (``max_tokens``, default the config's
 * ``"error"`` (default): raise, naming the rows and their lengths, before any forward pass;
 * ``"truncate"``: cut the explanation's tail (whole characters) until the prompt fits;
 * ``"nan"``: return a NaN vector for that row.
+
+Texts must be valid Unicode: a lone surrogate (e.g. from a ``"\\ud800"`` JSON escape) is refused
+naming the row.  A non-finite AR output (NaN/inf weights) is an error naming the rows
+(:class:`~nla_probe.errors.ModelOutputError`), never a silent NaN row.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +31,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla_probe.errors import InputError
+from nla_probe.errors import InputError, ModelOutputError
 from nla_probe.nla.arch import final_norm_name, text_model
 from nla_probe.nla.contract import Contract
 
 OVERFLOW_POLICIES = ("error", "truncate", "nan")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_texts(texts: Sequence[Any]) -> None:
+    """Raise :class:`InputError` naming the rows that are not strings or hold a lone surrogate."""
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        found = type(texts[bad[0]]).__name__
+        raise InputError(f"texts: rows {bad[:20]} are not strings (row {bad[0]} is {found})")
+    surr = [(i, m) for i, t in enumerate(texts) if not t.isascii() and (m := _SURROGATE.search(t))]
+    if surr:
+        where = ", ".join(f"row {i} (U+{ord(m.group()):04X} at character {m.start()})" for i, m in surr[:10])
+        raise InputError(f"texts: {where}: a lone surrogate is not valid Unicode text (a broken \\uXXXX escape?); "
+                         "fix or drop these rows")
 
 
 class ARModel(torch.nn.Module):
@@ -151,9 +170,7 @@ class Reconstructor:
         if batch_size < 1:
             raise InputError(f"batch_size: expected >= 1, found {batch_size}")
         texts = list(texts)
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise InputError(f"texts: rows {bad[:20]} are not strings")
+        check_texts(texts)
         ids = self.encode(texts)
         overflow = [""] * len(texts)
         long_rows = [i for i, x in enumerate(ids) if len(x) > self.max_tokens]
@@ -189,6 +206,10 @@ class Reconstructor:
                     mask[j, : len(ids[i])] = 1
                 pred = self.model(inp.to(dev), mask.to(dev))
                 out[rows] = pred.cpu().numpy()
+        bad = [i for i in todo if not np.isfinite(out[i]).all()]
+        if bad:
+            raise ModelOutputError(f"AR {self.path or '(in memory)'}: non-finite output (NaN/inf) for rows {bad[:20]} "
+                                   f"of {len(texts)}; the AR's weights produce it (check them), no row was scored")
         return Reconstruction(out, [len(x) for x in ids], overflow)
 
     def reconstruct(self, texts: Sequence[str], *, batch_size: int = 32, on_overflow: str = "error",
