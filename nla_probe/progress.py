@@ -62,6 +62,7 @@ class ProgressLines:
         self._n_chunks = 0
         self._t0 = self._last = 0.0
         self._updates = 0
+        self._rows = 0
 
     @classmethod
     def for_stdout(cls, **kwargs: Any) -> ProgressLines | None:
@@ -84,6 +85,7 @@ class ProgressLines:
         self._name, self._expected, self._n_chunks = name, int(expected_rows), int(n_chunks)
         self._t0 = self._last = self.clock()
         self._updates = 0
+        self._rows = 0
         self._emit(f"{name}: started, {self._expected} rows expected in {self._n_chunks} chunk(s)")
 
     def _status(self, rows: int, now: float) -> str:
@@ -100,6 +102,7 @@ class ProgressLines:
         """Report ``rows`` result rows written after chunk ``chunk`` (1-based) of the experiment, the
         latest batch holding ``conditions``; returns whether a line was printed (throttled)."""
         now = self.clock()
+        self._rows = rows
         if self._updates and now - self._last < self.interval:
             self._updates += 1
             return False
@@ -110,6 +113,22 @@ class ProgressLines:
         label = "condition" if len(conds) == 1 else "conditions"
         cond_s = f", {label} {shown}" if conds else ""
         self._emit(f"{self._name}: chunk {chunk}/{self._n_chunks}{cond_s}, {self._status(rows, now)}")
+        return True
+
+    def chunk_done(self, done: int) -> bool:
+        """Report that ``done`` chunks have been processed while no result row is written yet (kinds
+        that write everything after their last chunk, e.g. ``copying``); ETA from the chunk fraction.
+        Throttled like :meth:`update`; silent once rows are being written.  Returns whether a line
+        was printed."""
+        now = self.clock()
+        if self._rows or now - self._last < self.interval or done < 1:
+            return False
+        self._last = now
+        elapsed = max(now - self._t0, 0.0)
+        left = max(self._n_chunks - done, 0)
+        eta = _clock(elapsed * left / done) if left else "n/a"
+        self._emit(f"{self._name}: chunk {done}/{self._n_chunks} processed (rows are written after the last "
+                   f"chunk), elapsed {_clock(elapsed)}, ETA {eta}")
         return True
 
     def finish(self, rows: int) -> None:

@@ -89,3 +89,19 @@ def test_cli_ablate_into_a_pipe_prints_progress_lines(fixture_pairs, tmp_path):
                          r"(\d+\.\d) rows/s, elapsed (\d+:\d\d), ETA (\d+:\d\d)", lines[1])
     assert first, lines[1]
     assert re.fullmatch(r"\[ablate\] red: done, 16 rows in \d+:\d\d", lines[-1]), lines[-1]
+
+
+def test_kinds_that_write_after_their_last_chunk_still_report_chunks():
+    buf, clock = io.StringIO(), FakeClock()
+    p = ProgressLines(buf, interval=10.0, clock=clock)
+    p.start("copying", expected_rows=128, n_chunks=4)
+    clock.t += 5.0
+    assert not p.chunk_done(1)  # throttled: 5 s after the start line
+    clock.t += 25.0  # 30 s for 2 of 4 chunks -> ETA 30 s
+    assert p.chunk_done(2)
+    assert buf.getvalue().splitlines()[-1] == ("[ablate] copying: chunk 2/4 processed (rows are written after the "
+                                               "last chunk), elapsed 0:30, ETA 0:30")
+    clock.t += 20.0
+    p.update(4, 64, ["free"])
+    clock.t += 20.0
+    assert not p.chunk_done(3)  # rows are being written: the row lines take over

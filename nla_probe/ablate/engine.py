@@ -111,6 +111,7 @@ class RunContext:
         self.counts: dict[str, dict[str, int]] = {}
         self._hooks: dict[str, Any] = {}
         self.chunks_drawn = 0  # chunks handed out by chunks() so far (progress reporting)
+        self.lines: Any = None  # a ProgressLines, set by the engine when output goes to a log
 
     def _count(self, type_: str, what: str, rows: int) -> None:
         self.counts.setdefault(type_, {"computed": 0, "reused": 0})[what] += rows
@@ -131,6 +132,8 @@ class RunContext:
             starts = track(list(starts), description=f"{self.spec.name}")
         for k, s in enumerate(starts):
             self.chunks_drawn = k + 1
+            if self.lines is not None and k:
+                self.lines.chunk_done(k)
             e = s + self.batch_size
             v = self.data.vectors[s:e].copy()  # writable (parquet-backed arrays may be read-only)
             yield Chunk(k, tuple(ids[s:e]), tuple(docs[s:e]), tuple(pos[s:e]), v, vectors_hash(v))
@@ -437,6 +440,7 @@ def ablate(specs: Any, pair: Any = None, data: Any = None, *, out: str | Path | 
             ctx = RunContext(spec, handle, store, sel, batch_size, denominators[key], progress=progress)
             writer = ResultWriter(out / "results" / f"{spec.name}.parquet", result_columns(kind))
             if lines is not None:
+                ctx.lines = lines
                 lines.start(spec.name, sel.vectors.shape[0] * len(spec.conditions), ctx.n_chunks())
             for k, batch in enumerate(kind.run(spec, ctx)):
                 writer.write(batch)
