@@ -209,7 +209,8 @@ class PairHandle:
             from nla_probe.nla.checkpoint import load_pair
 
             logger.info("loading the NLA pair %s / %s", self.av_dir, self.ar_dir)
-            self._pair = load_pair(self.av_dir, self.ar_dir, dtype=self._dtype_arg, device=self.device)
+            self._pair = load_pair(self.av_dir, self.ar_dir, dtype=self._dtype_arg, device=self.device,
+                                   backend=self.backend)  # vllm: no transformers AV
         return self._pair
 
     @property

@@ -209,7 +209,7 @@ def verbalize(
     options = _backend_options(backend_opt)
     check_before_loading(av, None, device=device, backend=backend, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, dtype=dtype, backend_options=options)
-    a = load_av(av, dtype=dtype, device=device)
+    a = load_av(av, dtype=dtype, device=device, backend=backend)
     frame, vecs = read_activations(data, d_model=a.contract.d_model)
     if limit is not None:
         frame, vecs = frame.head(limit), vecs[:limit]

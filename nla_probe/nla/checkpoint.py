@@ -37,18 +37,23 @@ from typing import Any
 from nla_probe.errors import ContractError, InputError, TemplateDriftWarning
 from nla_probe.nla.arch import embed_scale, stop_token_ids, text_config
 from nla_probe.nla.contract import SIDECAR_NAME, Contract, read_sidecar, template_drift
+from nla_probe.nla.embeddings import EmbeddingTensor, find_embedding_tensor, prompt_table
 from nla_probe.nla.identity import checkpoint_identity
 from nla_probe.nla.injection import av_prompt_ids, find_injection_site
+from nla_probe.nla.placement import Placement, checked_placement, execution_device, resolve_placement
 from nla_probe.nla.weights import safetensors_header, verify_weight_files
 
 VALUE_HEAD_NAME = "value_head.safetensors"
 
 
 def check_device(device: Any) -> str:
-    """``device`` as a string, after checking torch can use it (CUDA present, index in range)."""
+    """``device`` as a string, after checking torch can use it (CUDA present, index in range).
+    ``"auto"`` (accelerate's device map, :mod:`nla_probe.nla.placement`) passes as it is."""
     import torch
 
     d = str(device)
+    if d == "auto":
+        return d
     try:
         dev = torch.device(d)
     except (RuntimeError, ValueError):
@@ -68,6 +73,8 @@ def check_device(device: Any) -> str:
 def resolve_dtype(dtype: Any, device: str) -> Any:
     import torch
 
+    if str(device) == "auto":  # a device map: bfloat16 when GPUs take part
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype is None:
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -220,7 +227,9 @@ class AV:
     """A loaded activation verbalizer: model, tokenizer, contract and derived facts.
 
     Attributes:
-        model: the causal LM (eval mode).
+        model: the causal LM (eval mode); loaded on first access when :func:`load_av` was asked for
+            ``backend="vllm"`` (vLLM loads the weights itself and the prompt embeddings need only
+            the embedding rows, read from the file: :meth:`prompt_table`).
         tokenizer: its tokenizer.
         contract: the validated sidecar.
         path: checkpoint directory.
@@ -228,9 +237,10 @@ class AV:
         embed_scale: multiplier of looked-up embedding rows (√d for Gemma, 1 otherwise).
         stop_ids: token ids that end a decode (generation_config eos + chat end-of-turn tokens).
         identity: :func:`~nla_probe.nla.identity.checkpoint_identity` of the directory.
+        embedding: where the input-embedding table is stored (safetensors file, key, shape).
+        placement: the resolved device placement (:mod:`nla_probe.nla.placement`).
     """
 
-    model: Any
     tokenizer: Any
     contract: Contract
     path: Path
@@ -241,6 +251,35 @@ class AV:
     dtype: Any
     device: str
     identity: dict = field(default_factory=dict)
+    embedding: EmbeddingTensor | None = None
+    placement: Placement | None = None
+    trust_remote_code: bool = False
+    _model: Any = field(default=None, repr=False)
+    _rows: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = _load_av_model(self.path, self.contract, self.dtype,
+                                         self.placement or resolve_placement(self.device), self.trust_remote_code)
+        return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the transformers model has been built (never, on the vLLM path)."""
+        return self._model is not None
+
+    @property
+    def logits_width(self) -> int:
+        """Rows of the output embedding (the logits' width)."""
+        if self._model is not None and self._model.get_output_embeddings() is not None:
+            return int(self._model.get_output_embeddings().weight.shape[0])
+        return self.embedding.logits_width if self.embedding is not None else len(self.tokenizer)
+
+    def prompt_table(self, ids: list[int]) -> tuple[Any, list[int]]:
+        """``(table, local_ids)`` with ``table[local_ids] == E[ids]`` in the AV dtype (see
+        :func:`nla_probe.nla.embeddings.prompt_table`; the model is not built for it)."""
+        return prompt_table(self._model, self.embedding, self.dtype, ids, self._rows)
 
     def verbalizer(self, backend: str = "hf", **backend_kwargs: Any):
         from nla_probe.nla.verbalizer import Verbalizer
@@ -248,35 +287,61 @@ class AV:
         return Verbalizer(self, backend=backend, **backend_kwargs)
 
 
-def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu",
-            trust_remote_code: bool = False) -> AV:
-    """Load and validate an AV checkpoint directory (see module doc)."""
-    from transformers import AutoModelForCausalLM, GenerationConfig
+def _load_av_model(p: Path, contract: Contract, torch_dtype: Any, placement: Placement,
+                   trust_remote_code: bool) -> Any:
+    """The transformers causal LM of an AV directory, placed as ``placement`` says."""
+    from transformers import AutoModelForCausalLM
 
-    check_device(device)
-    p, contract, config = _validated_config(path, "av", trust_remote_code)
-    tok = _load_tokenizer(p, trust_remote_code)
-    ids = validate_tokenizer(contract, tok, p)
-    site = find_injection_site(ids, contract)
-    torch_dtype = resolve_dtype(dtype, device)
-    verify_weight_files(p)
     try:
         with _quiet_loading():
-            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype,
-                                                         trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                                         **placement.from_pretrained_kwargs())
     except (OSError, ValueError, RuntimeError) as e:
         raise _load_failed(p, e) from None
-    model.to(device).eval()
+    if not placement.sharded:
+        model.to(placement.device)
+    model.eval()
     width = model.get_input_embeddings().weight.shape[1]
     if width != contract.d_model:
         raise ContractError(p / "model.safetensors", "embed_tokens.weight", f"width d_model={contract.d_model}", width)
+    return model
+
+
+def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu", trust_remote_code: bool = False,
+            backend: str = "hf", device_map: Any = None, max_memory: Any = None,
+            offload_folder: str | Path | None = None) -> AV:
+    """Load and validate an AV checkpoint directory (see module doc).
+
+    ``backend="vllm"``: the transformers model is not built (``AV.model`` builds it on first
+    access); the prompt embeddings come from the embedding rows in the safetensors file.
+    ``device`` / ``device_map`` / ``max_memory`` / ``offload_folder``: see :mod:`nla_probe.nla.placement`.
+    """
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from nla_probe.errors import UnknownNameError
+    from nla_probe.nla.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise UnknownNameError("backend", backend, BACKENDS)
+    p, contract, config = _validated_config(path, "av", trust_remote_code)
+    placement = checked_placement(device, device_map, max_memory, offload_folder, AutoModelForCausalLM, config, p,
+                                  trust_remote_code, check_device)
+    tok = _load_tokenizer(p, trust_remote_code)
+    ids = validate_tokenizer(contract, tok, p)
+    site = find_injection_site(ids, contract)
+    torch_dtype = resolve_dtype(dtype, placement.dtype_device)
+    emb = find_embedding_tensor(p, verify_weight_files(p), contract.d_model,
+                                bool(getattr(text_config(config), "tie_word_embeddings", False)
+                                     or getattr(config, "tie_word_embeddings", False)))
+    model = None if backend == "vllm" else _load_av_model(p, contract, torch_dtype, placement, trust_remote_code)
     try:
         gen = GenerationConfig.from_pretrained(str(p))
     except OSError:
         gen = None
-    return AV(model=model, tokenizer=tok, contract=contract, path=p, prompt_ids=ids, site=site,
+    return AV(tokenizer=tok, contract=contract, path=p, prompt_ids=ids, site=site,
               embed_scale=embed_scale(config), stop_ids=stop_token_ids(tok, gen), dtype=torch_dtype,
-              device=device, identity=checkpoint_identity(p))
+              device=placement.device, identity=checkpoint_identity(p), embedding=emb, placement=placement,
+              trust_remote_code=trust_remote_code, _model=model)
 
 
 def _load_value_head(p: Path, d: int) -> Any:
@@ -320,30 +385,42 @@ def _check_ar_tokenizer(contract: Contract, tok: Any, p: Path) -> None:
 
 
 def load_ar(path: str | Path, *, dtype: Any = None, device: str = "cpu",
-            trust_remote_code: bool = False, max_tokens: int | None = None):
-    """Load and validate an AR checkpoint directory; returns a :class:`~nla_probe.nla.reconstructor.Reconstructor`."""
+            trust_remote_code: bool = False, max_tokens: int | None = None, device_map: Any = None,
+            max_memory: Any = None, offload_folder: str | Path | None = None):
+    """Load and validate an AR checkpoint directory; returns a :class:`~nla_probe.nla.reconstructor.Reconstructor`.
+
+    ``device`` / ``device_map`` / ``max_memory`` / ``offload_folder``: see :mod:`nla_probe.nla.placement`
+    (the value head goes to the execution device of the last kept block).
+    """
     import torch
     from transformers import AutoModel
 
+    from nla_probe.nla.arch import text_model
     from nla_probe.nla.reconstructor import ARModel, Reconstructor
 
-    check_device(device)
     p, contract, config = _validated_config(path, "ar", trust_remote_code)
+    placement = checked_placement(device, device_map, max_memory, offload_folder, AutoModel, text_config(config), p,
+                                  trust_remote_code, check_device)
     tok = _load_tokenizer(p, trust_remote_code)
     validate_tokenizer(contract, tok, p)
     _check_ar_tokenizer(contract, tok, p)
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, placement.dtype_device)
     verify_weight_files(p)
     head_w = _load_value_head(p, contract.d_model)
     try:
         with _quiet_loading():  # the final norm is absent by design (replaced by Identity)
             backbone = AutoModel.from_pretrained(str(p), config=text_config(config), dtype=torch_dtype,
-                                                 trust_remote_code=trust_remote_code)
+                                                 trust_remote_code=trust_remote_code,
+                                                 **placement.from_pretrained_kwargs())
     except (OSError, ValueError, RuntimeError) as e:
         raise _load_failed(p, e) from None
     head = torch.nn.Linear(contract.d_model, contract.d_model, bias=False, dtype=torch_dtype)
     head.load_state_dict({"weight": head_w.to(torch_dtype)}, strict=True)
-    model = ARModel(backbone, head).to(device).eval()
+    if placement.sharded:
+        head.to(execution_device(text_model(backbone).layers[-1]))
+        model = ARModel(backbone, head).eval()
+    else:
+        model = ARModel(backbone, head).to(placement.device).eval()
     return Reconstructor(model, tok, contract, path=p, max_tokens=max_tokens, identity=checkpoint_identity(p))
 
 
@@ -369,10 +446,18 @@ class NLAPair:
 
 
 def load_pair(av_dir: str | Path, ar_dir: str | Path, *, dtype: Any = None, device: str = "cpu",
-              trust_remote_code: bool = False) -> NLAPair:
-    """Load an AV and an AR and check that their contracts agree on d_model, layer and marker."""
-    av = load_av(av_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-    ar = load_ar(ar_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+              trust_remote_code: bool = False, backend: str = "hf", max_memory: Any = None,
+              offload_folder: str | Path | None = None) -> NLAPair:
+    """Load an AV and an AR and check that their contracts agree on d_model, layer and marker.
+
+    ``backend="vllm"`` skips the transformers AV (see :func:`load_av`).  ``device="auto"`` shards
+    each side with accelerate; ``max_memory`` caps each device for each side separately (the AV and
+    the AR are loaded one after the other, so the second sees what the first left free).
+    """
+    av = load_av(av_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, backend=backend,
+                 max_memory=max_memory, offload_folder=offload_folder)
+    ar = load_ar(ar_dir, dtype=dtype, device=device, trust_remote_code=trust_remote_code, max_memory=max_memory,
+                 offload_folder=offload_folder)
     for f in ("d_model", "layer", "injection_char", "injection_token_id"):
         a, b = getattr(av.contract, f), getattr(ar.contract, f)
         if a != b:

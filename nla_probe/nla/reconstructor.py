@@ -4,8 +4,18 @@ Architecture (as released): decoder blocks 0..K only (``num_hidden_layers = K + 
 norm replaced by Identity (the head sees the raw output of block K), no LM head, and
 ``value_head = Linear(d, d, bias=False)``.  The prediction is read at the LAST token of
 ``ar_template.format(explanation=text)`` tokenized WITH special tokens (BOS where the tokenizer has
-one).  Batches are right-padded; the read position is the rightmost real token
-(``attention_mask.cumsum(1).argmax(1)``), and texts are bucketed by length so padding stays small.
+one).  The read position is the rightmost real token (``attention_mask.cumsum(1).argmax(1)``).
+
+Batching (``batching=``, per call or per :class:`Reconstructor`):
+
+* ``"exact"`` (default): a row's output does not depend on the other rows of its batch, so it
+  equals scoring the text alone, bit for bit.  Texts are grouped by equal token length (no padding,
+  no attention mask arithmetic), the value head is applied one row at a time (a ``[1, d] × [d, d]``
+  product: a batched GEMM rounds differently from a matrix-vector product), and on a CPU in
+  bfloat16/float16 every text gets its own forward pass, because oneDNN's half-precision GEMM
+  rounds a row differently depending on the batch it is in (measured; ``docs/metrics.md``).
+* ``"fast"``: texts sorted by length, right-padded batches of ``batch_size``, one head GEMM per
+  batch.  Per-row noise against ``"exact"``: ``docs/metrics.md`` ("Batching noise").
 
 Texts longer than the AR context (``max_tokens``, default the config's
 ``max_position_embeddings``) follow an explicit per-call policy, reported per row:
@@ -36,6 +46,7 @@ from nla_probe.nla.arch import final_norm_name, text_model
 from nla_probe.nla.contract import Contract
 
 OVERFLOW_POLICIES = ("error", "truncate", "nan")
+BATCHING_MODES = ("exact", "fast")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -72,12 +83,16 @@ class ARModel(torch.nn.Module):
         """Raw output of block K at the rightmost real token, ``[B, d]``."""
         out = text_model(self.backbone)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         h = out.last_hidden_state
-        last = attention_mask.long().cumsum(1).argmax(1)
+        last = attention_mask.long().cumsum(1).argmax(1).to(h.device)
         return h[torch.arange(h.shape[0], device=h.device), last]
 
-    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-        h = self.hidden(input_ids, attention_mask)
-        return self.value_head(h.to(self.value_head.weight.dtype)).float()
+    def forward(self, input_ids: Any, attention_mask: Any, rowwise_head: bool = False) -> Any:
+        """``[B, d]`` float32 predictions; ``rowwise_head`` applies the head one row at a time (exact)."""
+        w = self.value_head.weight
+        h = self.hidden(input_ids, attention_mask).to(device=w.device, dtype=w.dtype)
+        if rowwise_head:
+            return torch.cat([self.value_head(h[i:i + 1]) for i in range(h.shape[0])]).float()
+        return self.value_head(h).float()
 
 
 def build_ar_from_causal_lm(causal_lm: Any, layer: int) -> Any:
@@ -122,7 +137,10 @@ class Reconstructor:
     """Maps explanation texts to vectors through the AR.  See the module doc for the definitions."""
 
     def __init__(self, model: Any, tokenizer: Any, contract: Contract, *, path: str | Path = "",
-                 max_tokens: int | None = None, identity: dict | None = None):
+                 max_tokens: int | None = None, identity: dict | None = None, batching: str = "exact"):
+        if batching not in BATCHING_MODES:
+            raise InputError(f"batching: expected one of {BATCHING_MODES}, found {batching!r}")
+        self.batching = batching
         self.model = model
         self.tokenizer = tokenizer
         self.contract = contract
@@ -137,7 +155,23 @@ class Reconstructor:
 
     @property
     def device(self) -> Any:
-        return next(self.model.parameters()).device
+        """The device input ids go to: the execution device of the input-embedding module."""
+        from nla_probe.nla.placement import execution_device
+
+        return execution_device(text_model(self.model.backbone).embed_tokens)
+
+    def _batches(self, ids: list[list[int]], todo: list[int], batch_size: int, batching: str) -> list[list[int]]:
+        """Row groups per forward pass (see the module doc for the two modes)."""
+        order = sorted(todo, key=lambda i: len(ids[i]))
+        if batching == "fast":
+            return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        w = self.model.value_head.weight
+        if self.device.type == "cpu" and w.dtype in (torch.bfloat16, torch.float16):
+            batch_size = 1
+        groups: dict[int, list[int]] = {}
+        for i in order:
+            groups.setdefault(len(ids[i]), []).append(i)
+        return [g[s:s + batch_size] for g in groups.values() for s in range(0, len(g), batch_size)]
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """AR prompt ids per text (template filled, special tokens added)."""
@@ -161,8 +195,14 @@ class Reconstructor:
         return best, len(text) - best_len
 
     def reconstruct_detailed(self, texts: Sequence[str], *, batch_size: int = 32, on_overflow: str = "error",
-                             progress: bool = False) -> Reconstruction:
-        """Reconstruct vectors for explanation texts (the stripped payload, not the raw decode)."""
+                             progress: bool = False, batching: str | None = None) -> Reconstruction:
+        """Reconstruct vectors for explanation texts (the stripped payload, not the raw decode).
+
+        ``batching``: ``"exact"`` or ``"fast"`` (module doc); ``None`` uses the reconstructor's.
+        """
+        batching = self.batching if batching is None else batching
+        if batching not in BATCHING_MODES:
+            raise InputError(f"batching: expected one of {BATCHING_MODES}, found {batching!r}")
         if isinstance(texts, str):
             raise InputError("texts: expected a sequence of strings, found a single str")
         if on_overflow not in OVERFLOW_POLICIES:
@@ -186,10 +226,9 @@ class Reconstructor:
                 overflow[i] = "nan"
         out = np.full((len(texts), self.d_model), np.nan, dtype=np.float32)
         todo = [i for i in range(len(texts)) if overflow[i] != "nan"]
-        order = sorted(todo, key=lambda i: len(ids[i]))
         pad = self.tokenizer.pad_token_id
         pad = 0 if pad is None else pad
-        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        batches = self._batches(ids, todo, batch_size, batching)
         it = batches
         if progress:
             from nla_probe.progress import track
@@ -204,7 +243,7 @@ class Reconstructor:
                 for j, i in enumerate(rows):
                     inp[j, : len(ids[i])] = torch.tensor(ids[i])
                     mask[j, : len(ids[i])] = 1
-                pred = self.model(inp.to(dev), mask.to(dev))
+                pred = self.model(inp.to(dev), mask.to(dev), rowwise_head=batching == "exact")
                 out[rows] = pred.cpu().numpy()
         bad = [i for i in todo if not np.isfinite(out[i]).all()]
         if bad:
@@ -213,13 +252,13 @@ class Reconstructor:
         return Reconstruction(out, [len(x) for x in ids], overflow)
 
     def reconstruct(self, texts: Sequence[str], *, batch_size: int = 32, on_overflow: str = "error",
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False, batching: str | None = None) -> np.ndarray:
         """``[n, d]`` float32 reconstructions of ``texts`` (see :meth:`reconstruct_detailed`)."""
         return self.reconstruct_detailed(texts, batch_size=batch_size, on_overflow=on_overflow,
-                                         progress=progress).vectors
+                                         progress=progress, batching=batching).vectors
 
     def score(self, texts: Sequence[str], vectors: Any, *, denominator: float | str,
-              batch_size: int = 32, on_overflow: str = "error") -> Any:
+              batch_size: int = 32, on_overflow: str = "error", batching: str | None = None) -> Any:
         """Tidy polars frame, one row per text: ``row, text, n_tokens, overflow, mse_nrm, cos, fve_nrm``.
 
         ``mse_nrm`` uses the AR's ``mse_scale``; ``fve_nrm = 1 − mse_nrm / denominator``.
@@ -232,7 +271,7 @@ class Reconstructor:
         gold = check_vectors(vectors, self.d_model, "vectors").numpy()
         if gold.shape[0] != len(texts):
             raise InputError(f"texts and vectors must have the same length, found {len(texts)} and {gold.shape[0]}")
-        rec = self.reconstruct_detailed(texts, batch_size=batch_size, on_overflow=on_overflow)
+        rec = self.reconstruct_detailed(texts, batch_size=batch_size, on_overflow=on_overflow, batching=batching)
         mse = mse_nrm(rec.vectors, gold, self.contract.mse_scale)
         return pl.DataFrame({
             "row": list(range(len(texts))), "text": list(texts), "n_tokens": rec.n_tokens,

@@ -11,6 +11,10 @@ whole hook list, run once before any decode, e.g. a grammar refusing a ban that 
 token it needs) and ``prefix_text()`` (text appended to the prompt before decoding; the decode's
 ``raw_text`` starts with it and it is parsed as part of the explanation).
 
+The prompt embeddings are built from the AV's embedding table (:meth:`~nla_probe.nla.checkpoint.AV.prompt_table`):
+the loaded model's when there is one, else only the prompt's rows read from the safetensors file, so
+the vLLM backend never builds the transformers AV.
+
 Sampled decodes are reproducible for the same ``seed`` and ``batch_size``: batch b is decoded with
 the RNG seeded to ``seed + b``; on the vLLM backend request j of batch b is seeded from
 ``SeedSequence([seed + b, j])``.
@@ -56,17 +60,15 @@ class Verbalizer:
         import torch
 
         v = check_vectors(vectors, self.contract.d_model)
-        emb = self.av.model.get_input_embeddings().weight
-        ids = torch.tensor([list(self.av.prompt_ids) + list(prefix_ids)] * v.shape[0], device=emb.device)
+        emb, local = self.av.prompt_table(list(self.av.prompt_ids) + list(prefix_ids))
+        ids = torch.tensor([local] * v.shape[0], device=emb.device)
         with torch.inference_mode():
             return embed_with_injection(emb, ids, v, self.contract, self.av.embed_scale,
                                         sites=[self.av.site] * v.shape[0])
 
     def hook_context(self, sampling: Sampling) -> HookContext:
-        model = self.av.model
-        vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None \
-            else len(self.av.tokenizer)
-        return HookContext(self.av.tokenizer, tuple(self.av.stop_ids), vocab, len(self.av.prompt_ids), sampling)
+        return HookContext(self.av.tokenizer, tuple(self.av.stop_ids), self.av.logits_width, len(self.av.prompt_ids),
+                           sampling)
 
     def verbalize(self, vectors: Any, *, max_new_tokens: int = 200, do_sample: bool = False,
                   temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, hooks: Sequence = (),
