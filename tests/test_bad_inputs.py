@@ -316,7 +316,11 @@ CLI_CASES: list[Case] = [
                     "--texts", w.texts(["a b"]), "--out", w.p("r.parquet")], ("value_head.safetensors", "finite")),
     Case("reconstruct_backbone_with_nan",
          lambda w: ["reconstruct", "--ar", w.ar(tensors=_BACKBONE_NAN),
-                    "--texts", w.texts(["a b", "c d"]), "--out", w.p("r.parquet")], ("non-finite", "rows [0, 1]")),
+                    "--texts", w.texts(["a b", "c d"]), "--out", w.p("r.parquet")],
+         ("layers.0.input_layernorm.weight", "finite weights")),
+    Case("verbalize_av_weights_with_nan",
+         lambda w: ["verbalize", "--av", w.av(tensors=_BACKBONE_NAN), "--data", w.acts(), "--out", w.p("d.parquet")],
+         ("layers.0.input_layernorm.weight", "finite weights")),
     Case("ablate_with_nan_value_head",
          lambda w: ["ablate", w.spec(), "--av", w.av(), "--ar", w.ar(tensors={"value_head.safetensors": {
              "weight": _nan}}), "--data", w.acts(), "--out", w.p("out")], ("value_head.safetensors", "finite")),
@@ -349,6 +353,12 @@ CLI_CASES: list[Case] = [
     Case("ablate_device_cuda_without_cuda",
          lambda w: ["ablate", w.spec(), "--av", w.av(), "--ar", w.ar(), "--data", w.acts(), "--out", w.p("out"),
                     "--device", "cuda"], ("--device", "cuda", "not available")),
+    Case("extract_device_cuda_without_cuda",
+         lambda w: ["extract", "--model", w.ckpt("av", "base"), "--texts", w.file("docs.jsonl", '{"text": "a b"}\n'),
+                    "--layer", "1", "--out", w.p("a.parquet"), "--device", "cuda"], ("--device", "cuda", "not available")),
+    Case("verbalize_out_is_a_directory",
+         lambda w: ["verbalize", "--av", w.av(), "--data", w.acts(), "--out", w.file("d.parquet/keep", "x").parent],
+         ("--out", "is a directory")),
     Case("ablate_threads_zero",
          lambda w: ["ablate", w.spec(), "--av", w.av(), "--ar", w.ar(), "--data", w.acts(), "--out", w.p("out"),
                     "--threads", "0"], ("--threads", "greater than or equal to 1")),
@@ -537,6 +547,13 @@ def _load_ar(path: Path):
     return load_ar(path)
 
 
+def _nan_head_after_load(path: Path):
+    """A loaded AR whose value head is then corrupted in memory: every output row is NaN."""
+    r = _load_ar(path)
+    r.model.value_head.weight.data[0, 0] = float("nan")
+    return r
+
+
 def _mse_nrm(args):
     from nla_probe.analysis.metrics import mse_nrm
 
@@ -563,8 +580,12 @@ API_CASES: list[ApiCase] = [
             lambda p: _load_ar(p).score(["a", "b"], np.ones((3, D)), denominator=0.5), "InputError", ("2", "3")),
     ApiCase("load_ar_value_head_nan", lambda w: w.ar(tensors={"value_head.safetensors": {"weight": _nan}}),
             _load_ar, "ContractError", ("value_head.safetensors", "finite")),
-    ApiCase("reconstruct_backbone_nan", lambda w: w.ar(tensors=_BACKBONE_NAN),
-            lambda p: _load_ar(p).reconstruct(["a", "b"]), "ModelOutputError", ("non-finite", "rows [0, 1]")),
+    ApiCase("load_ar_backbone_nan", lambda w: w.ar(tensors=_BACKBONE_NAN), _load_ar, "ContractError",
+            ("layers.0.input_layernorm.weight", "finite weights")),
+    ApiCase("load_av_weights_nan", lambda w: w.av(tensors=_BACKBONE_NAN), _load_av, "ContractError",
+            ("layers.0.input_layernorm.weight", "finite weights")),
+    ApiCase("reconstruct_non_finite_output", lambda w: w.ar(), lambda p: _nan_head_after_load(p).reconstruct(["a", "b"]),
+            "ModelOutputError", ("non-finite", "rows [0, 1]")),
     ApiCase("load_av_truncated_safetensors", lambda w: w.av(truncate={"model.safetensors": 100_000}),
             _load_av, "ContractError", ("model.safetensors", "truncated")),
     ApiCase("load_av_pickle_weights",

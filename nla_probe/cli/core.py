@@ -336,8 +336,10 @@ def extract(
     import polars as pl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from nla_probe.nla.checkpoint import resolve_dtype
+    from nla_probe.nla.checkpoint import check_device, resolve_dtype
     from nla_probe.nla.extraction import extract_activations, write_activations
+
+    check_device(device)
 
     if texts.suffix in (".jsonl", ".ndjson"):
         f = pl.read_ndjson(texts)

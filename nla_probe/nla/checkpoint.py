@@ -41,7 +41,7 @@ from nla_probe.nla.embeddings import EmbeddingTensor, find_embedding_tensor, pro
 from nla_probe.nla.identity import checkpoint_identity
 from nla_probe.nla.injection import av_prompt_ids, find_injection_site
 from nla_probe.nla.placement import Placement, checked_placement, execution_device, resolve_placement
-from nla_probe.nla.weights import safetensors_header, verify_weight_files
+from nla_probe.nla.weights import check_finite_parameters, safetensors_header, verify_weight_files
 
 VALUE_HEAD_NAME = "value_head.safetensors"
 
@@ -301,6 +301,7 @@ def _load_av_model(p: Path, contract: Contract, torch_dtype: Any, placement: Pla
     if not placement.sharded:
         model.to(placement.device)
     model.eval()
+    check_finite_parameters(model, p)
     width = model.get_input_embeddings().weight.shape[1]
     if width != contract.d_model:
         raise ContractError(p / "model.safetensors", "embed_tokens.weight", f"width d_model={contract.d_model}", width)
@@ -421,6 +422,7 @@ def load_ar(path: str | Path, *, dtype: Any = None, device: str = "cpu",
         model = ARModel(backbone, head).eval()
     else:
         model = ARModel(backbone, head).to(placement.device).eval()
+    check_finite_parameters(backbone, p)
     return Reconstructor(model, tok, contract, path=p, max_tokens=max_tokens, identity=checkpoint_identity(p))
 
 

@@ -18,8 +18,8 @@ of each file of at least :data:`CACHE_MIN_BYTES` is kept in a small JSON file ke
 resolved path, size, ``st_mtime_ns`` and inode: an unchanged checkpoint is not read again.  Where:
 ``$NLA_PROBE_DIGEST_CACHE`` (a file path; ``off`` disables the cache), else
 ``$XDG_CACHE_HOME/nla-probe/digests.json``, else ``~/.cache/nla-probe/digests.json``.  The file is
-rewritten atomically (temporary file, fsync, rename); an unreadable cache is ignored and an
-unwritable one only costs the rehash.  A digest is not cached when the file was modified less than
+rewritten atomically (temporary file, fsync, rename), without the entries of files that no longer
+exist; an unreadable cache is ignored and an unwritable one only costs the rehash.  A digest is not cached when the file was modified less than
 :data:`RACY_SECONDS` before hashing started (a same-size rewrite within the file system's timestamp
 granularity would otherwise look unchanged).  An edit that keeps size, mtime and inode — only
 possible by resetting the mtime on purpose — is not seen; delete the cache file to force a rehash.
@@ -130,9 +130,9 @@ class DigestCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # merge with entries another process may have written meanwhile
+            # merge with entries another process may have written meanwhile; drop deleted files
             other = DigestCache(self.path).entries
-            merged = {**other, **self.entries}
+            merged = {k: v for k, v in {**other, **self.entries}.items() if os.path.exists(k)}
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             with tmp.open("w", encoding="utf-8") as f:
                 json.dump({"scheme": SCHEME, "entries": merged}, f, sort_keys=True)

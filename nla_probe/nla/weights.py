@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 from nla_probe.errors import ContractError
 
@@ -109,3 +110,29 @@ def verify_weight_files(directory: str | Path) -> dict[str, dict]:
     """``{file name: header}`` of every weight file of ``directory``, each checked by
     :func:`safetensors_header` (headers only; nothing is loaded)."""
     return {f.name: safetensors_header(f) for f in weight_files(directory)}
+
+
+#: Elements checked per step by :func:`check_finite_parameters` (bounds the temporary mask).
+_FINITE_CHUNK = 1 << 26
+
+
+def check_finite_parameters(model: Any, directory: str | Path) -> None:
+    """Raise :class:`ContractError` naming the parameters (up to 5) of a loaded model that hold NaN
+    or inf.  Checked in chunks of :data:`_FINITE_CHUNK` elements, on the device each parameter
+    lives on; parameters not in memory (``meta``, offloaded to disk) are skipped."""
+    import torch
+
+    bad: list[str] = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.device.type == "meta":
+                continue
+            flat = param.detach().reshape(-1)
+            if any(not bool(torch.isfinite(flat[s:s + _FINITE_CHUNK]).all())
+                   for s in range(0, flat.numel(), _FINITE_CHUNK)):
+                bad.append(name)
+                if len(bad) == 5:
+                    break
+    if bad:
+        raise ContractError(Path(directory), bad[0], "finite weights", f"NaN/inf in {bad}",
+                            "the checkpoint's weights are corrupt; every output would be NaN")
