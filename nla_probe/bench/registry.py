@@ -18,6 +18,7 @@ from nla_probe.errors import InputError, UnknownNameError
 BENCHMARK_MODULES = (
     "nla_probe.bench.common",
     "nla_probe.bench.hooks",
+    "nla_probe.bench.grammar",
     "nla_probe.bench.surgery",
     "nla_probe.bench.copying",
     "nla_probe.bench.ablate",

@@ -76,10 +76,19 @@ def _library_message(e: Exception) -> str:
     return _LOG_PREFIX.sub("", lines[0]) if lines else type(e).__name__
 
 
+def _xgrammar() -> Any:
+    try:
+        import xgrammar
+    except ImportError as e:
+        raise InputError(f"grammar hooks need xgrammar (pip install 'nla-probe[grammar]'; vLLM installs it); "
+                         f"import failed: {e}") from None
+    return xgrammar
+
+
 @functools.lru_cache(maxsize=128)
 def compile_ebnf(fmt: str, text: str, scope: str, scaffold: str) -> str:
     """The normalised EBNF of a grammar spec (see module doc); raises :class:`InputError`."""
-    import xgrammar as xgr
+    xgr = _xgrammar()
 
     if fmt == "builtin":
         body = builtin_body(text, scaffold)
@@ -119,8 +128,8 @@ class _GrammarMask:
     tokens the matcher disallows to −inf and ends rows at a dead end (module doc) by allowing only
     the first stop id.  When every logit is −inf although the grammar allows a stop id (a
     ``min_new_tokens`` floor blocked it after the grammar completed), that stop id is allowed and
-    the row ends normally — the rule vLLM applies to ``min_tokens`` under structured outputs.  Rows that accepted a stop token or ended at a dead end are left alone.
-    :meth:`finish_overrides` reports ``{row: (tokens before the dead end, "grammar_dead_end")}``.
+    the row ends normally — the rule vLLM applies to ``min_tokens`` under structured outputs.  Rows
+    that accepted a stop token or ended at a dead end are left alone.  :meth:`finish_overrides` reports ``{row: (tokens before the dead end, "grammar_dead_end")}``.
     """
 
     runs_last: ClassVar[bool] = True
@@ -141,19 +150,21 @@ class _GrammarMask:
                              for _ in range(n)]
             self.done = [False] * n
             self.bitmask = xgr.allocate_token_bitmask(n, self.vocab_size)
+            self.batch = xgr.BatchGrammarMatcher(max_threads=1)
         else:
+            live = [i for i in range(n) if not self.done[i]]
             last = input_ids[:, -1].tolist()
-            for i, m in enumerate(self.matchers):
-                if not self.done[i]:
-                    if not m.accept_token(last[i]):
-                        raise RuntimeError(f"grammar: row {i} produced token {last[i]} that its mask disallowed")
-                    self.done[i] = m.is_terminated()
-        self.bitmask.fill_(-1)
-        for i, m in enumerate(self.matchers):
-            if not self.done[i]:
-                m.fill_next_token_bitmask(self.bitmask, i)
+            ok = xgr.BatchGrammarMatcher.batch_accept_token([self.matchers[i] for i in live], [last[i] for i in live])
+            for i, accepted in zip(live, ok):
+                if not accepted:
+                    raise RuntimeError(f"grammar: row {i} produced token {last[i]}, which its mask disallowed")
+                self.done[i] = self.matchers[i].is_terminated()
+        live = [i for i in range(n) if not self.done[i]]
+        if len(live) < n:
+            self.bitmask.fill_(-1)  # finished rows: leave their (padding) logits alone
+        self.batch.batch_fill_next_token_bitmask([self.matchers[i] for i in live], self.bitmask, live)
         xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), vocab_size=self.vocab_size)
-        best = scores.max(dim=1).values.tolist()
+        best = scores.amax(dim=1).tolist()
         for i in range(n):
             if self.done[i] or best[i] > DEAD_END_LOGIT:
                 continue

@@ -176,7 +176,7 @@ class GrammarGuardProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type
         if not self.state:
             return logits
         rows = list(self.state)
-        best = logits[rows].max(dim=1).values.tolist()
+        best = logits[rows].amax(dim=1).tolist()
         for index, b in zip(rows, best):
             if b > DEAD_END_LOGIT:
                 continue
