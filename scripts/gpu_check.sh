@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
+if ! "$PY" -c "import torch, nla_probe" 2>/dev/null; then
+  echo "gpu_check: $PY cannot import torch and nla_probe; run scripts/setup.sh first or set PYTHON=/path/to/python" >&2
+  exit 2
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export VLLM_ENABLE_V1_MULTIPROCESSING=${VLLM_ENABLE_V1_MULTIPROCESSING:-0}
 exec "$PY" -m nla_probe.bench.gpu_check "$@"

@@ -5,7 +5,9 @@ agree exactly) and bfloat16; without CUDA the default run stops with status 2 an
 """
 
 import math
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,7 @@ def test_without_cuda_the_check_stops_and_says_why(capsys):
     assert main([]) == NO_CUDA_STATUS
     err = capsys.readouterr().err
     assert "gpu_check: CUDA is not available: this torch build" in err and "--device cpu --quick" in err
+    env = {**os.environ, "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh")], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env)
     assert proc.returncode == NO_CUDA_STATUS and "CUDA is not available" in proc.stderr
