@@ -3,6 +3,7 @@ explorer tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,15 +48,16 @@ def make_run(root: Path, explanations: list[str], fve: np.ndarray, conditions: l
                    "explanation": e, "text": text, "tag_status": "ok", "n_tokens": 10, "finish_reason": "stop",
                    "ar_tokens": 20, "overflow": "", "mse_nrm": (1 - f) * DENOM, "cos": 1 - (1 - f) * DENOM / 2,
                    "fve_nrm": f, "n_spans": 1, "span_share": 0.1, "chars": len(text), "edited": text != e}
-            for k in cols:
-                cols[k].append(row[k])
+            for k, v in cols.items():
+                v.append(row[k])
     (root / "results").mkdir(parents=True, exist_ok=True)
     pl.DataFrame(cols).write_parquet(root / "results" / f"{name}.parquet")
     if attribution is not None:
         attribution.write_parquet(root / "results" / "attribution.parquet")
     info = {"format": "nla-probe-ablation", "format_version": 1, "experiments": [name],
             "specs": {name: spec.to_dict()}, "spec_hashes": {name: spec.content_hash()},
-            "pair": {"av": {"path": "/nowhere/av", "fingerprint": "x"}, "ar": {"path": "/nowhere/ar", "fingerprint": "y"},
+            "pair": {"av": {"path": "/nowhere/av", "fingerprint": "x"},
+                     "ar": {"path": "/nowhere/ar", "fingerprint": "y"},
                      "layer": 1, "d_model": 8},
             "data": {"path": "/nowhere/data.parquet", "digest": "z"},
             "selection": {name: {"n_selected": n, "n_limit": None, "shard": None, "n_docs": len(set(docs))}},
@@ -140,10 +142,8 @@ class Browser:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead connection
             self._conn.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001 - closing a dead connection
-            pass
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -167,12 +167,12 @@ def test_page_is_self_contained_and_escaped(run):
     r.write_report()
     page = r.html_path.read_text(encoding="utf-8")
     assert "<script>alert" not in page and "<img src=y" not in page and "<b>0</b>" not in page
-    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.DOTALL)
     csp = html.unescape(re.search(r'Content-Security-Policy" content="([^"]+)"', page).group(1))
     assert "default-src 'none'" in csp and "unsafe-inline" not in csp.split("script-src")[1]
     for s in scripts:  # only the page's own scripts may run
         assert "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'" in csp
-    blob = re.search(r'<script type="application/json" class="nlx-data">(.*?)</script>', page, flags=re.S).group(1)
+    blob = re.search(r'<script type="application/json" class="nlx-data">(.*?)</script>', page, flags=re.DOTALL).group(1)
     assert json.loads(blob)["strings"] == build_data(r)["strings"]
     imgs = re.findall(r'<img src="([^"]*)"', page)
     assert imgs and all(src.startswith("data:image/png;base64,") for src in imgs)

@@ -38,11 +38,14 @@ def toy_run(tmp_path_factory):
     surgery = load_spec("quote_surgery").to_dict()
     ban = load_spec("quote_ban").to_dict()
     ban["conditions"] = [c for c in ban["conditions"] if c["name"] in ("no_ban", "ban_double")]
-    for s in (surgery, ban):
+    copying = load_spec("copying").to_dict()
+    copying["params"]["n_null"] = 3  # 8 activations leave few other-document contexts
+    for s in (surgery, ban, copying):
         s["metrics"]["n_boot"] = 200
     out = tmp_path_factory.mktemp("toy_run")
-    return ablate([Spec.from_dict(surgery), Spec.from_dict(ban)], defaults.toy_pair_dirs(), defaults.toy_eval_path(),
-                  out=out, limit=8, denominator=defaults.toy_denominator(), attribution_rows=8)
+    return ablate([Spec.from_dict(x) for x in (surgery, ban, copying)], defaults.toy_pair_dirs(),
+                  defaults.toy_eval_path(), out=out, limit=8, denominator=defaults.toy_denominator(),
+                  attribution_rows=8)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,28 @@ def test_sort_filter_and_link_to_a_row(toy_run, browser):
     assert leak.startswith("banned: double_quotes")
 
 
+def test_copy_detection_marks_the_runs_of_the_result_parquet(toy_run, browser):
+    import re
+
+    r = toy_run
+    f = r.scan("copying").collect()
+    browser.open(r.html_path.as_uri())
+    _select(browser, "nlx-exp-select", r.experiments.index("copying"))
+    sid = int(f["sample_id"].max())
+    browser.eval(f"document.querySelector('.nlx-grid tbody tr[data-sample-id=\"{sid}\"]').click()")
+    rows = browser.eval("""Array.from(document.querySelectorAll('.nlx-copyrow')).map(w => [w.dataset.condition,
+        w.querySelector('.nlx-muted').textContent, w.querySelector('.nlx-half .nlx-ctx').dataset.run])""")
+    assert [x[0] for x in rows] == [c.name for c in r.spec("copying").conditions]
+    for cond, head, marked in rows:
+        want = f.filter((pl.col("sample_id") == sid) & (pl.col("condition") == cond)).row(0, named=True)
+        nulls = sorted(int(v) for v in want["null_run_lens"].split())
+        n = want["run_len"]
+        assert head.startswith(f"{cond}: {n} word{'s' if n != 1 else ''} shared with the true context; "
+                               "longest of 3 null")
+        assert head.endswith("null run lengths " + " ".join(map(str, nulls)))
+        assert re.findall(r"\w+", marked.lower()) == want["run_text"].split()
+
+
 def _fragment_page(result: AblationResult, path: Path) -> Path:
     """The notebook fragment in a bare page without the report's Content-Security-Policy."""
     path.write_text("<!doctype html><html><head><meta charset='utf-8'></head><body>" + result._repr_html_()
@@ -164,7 +189,7 @@ def test_markup_in_explanations_renders_as_text(tmp_path, browser):
 @pytest.mark.slow
 def test_ten_thousand_activations_by_ten_conditions(tmp_path, browser):
     n, conds = 10_000, ["base"] + [f"c{k}" for k in range(9)]
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     texts = [f'Token "{words[i % 10]}" after "{words[i * 7 % 10]} {i}".\n\nA definition of {words[i * 3 % 10]}, '
              "early in the text.\n\nA word start." for i in range(n)]
     fve = np.random.default_rng(0).normal(0.3, 0.4, (len(conds), n))

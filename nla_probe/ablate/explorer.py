@@ -184,6 +184,13 @@ def experiment_data(result: Any, name: str, strings: _Strings, families: dict[st
     else:
         ids, note = choose_rows(f.select("condition", "sample_id", "fve_nrm"), spec.baseline, conds, max_rows,
                                 keep, seed)
+    copy = None
+    if spec.kind == "copying":
+        from nla_probe.ablate.explorer_copying import copy_view, to16
+
+        measured = {c: dict(zip(g["sample_id"].to_list(), g["text"].to_list()))
+                    for (c,), g in f.group_by("condition", maintain_order=True)}
+        copy = copy_view(result, spec, ids, measured, strings.add, to16)
     order = pl.DataFrame({"sample_id": ids}, schema={"sample_id": f.schema["sample_id"]})
     f = f.filter(pl.col("sample_id").is_in(ids))
     meta = order.join(f.unique("sample_id", keep="first").select("sample_id", "doc_id", "position"),
@@ -220,7 +227,7 @@ def experiment_data(result: Any, name: str, strings: _Strings, families: dict[st
         "ids": ids, "doc": strings.many(meta["doc_id"].to_list()),
         "pos": [_num(x) for x in meta["position"].to_list()], "conds": out_conds, "rows_note": note,
         "attr": attr, "attr_n": n_att, "scale": ColourScale(nice_limit(deltas)).to_dict(),
-        "attr_families": sorted({v["families"] for v in attr.values()}),
+        "attr_families": sorted({v["families"] for v in attr.values()}), "copy": copy,
     }
 
 

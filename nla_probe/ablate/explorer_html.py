@@ -137,12 +137,12 @@ def summaries(result: Any, experiments: list[str], figures: dict[str, list[dict]
             "level": f"{m.level * 100:g}%",
             "definitions": [
                 f"{m.primary} = 1 − mse_nrm / Var(v_nrm); Var(v_nrm) = {denom:.6g} ({source}).",
-                f"CI: {m.level * 100:g}% percentile bootstrap clustered by document ({m.n_boot} resamples, "
-                f"seed {spec.seed}); n = activations, docs = documents.",
-                f"Δ vs {spec.baseline}: condition − baseline on the same activations (paired by sample_id), "
-                "with its clustered CI.",
-                f"p: Wilcoxon signed-rank on per-{m.wilcoxon_unit} paired differences; p_bh: Benjamini–Hochberg "
-                "adjusted over every test of the run.",
+                (f"CI: {m.level * 100:g}% percentile bootstrap clustered by document ({m.n_boot} resamples, "
+                 f"seed {spec.seed}); n = activations, docs = documents."),
+                (f"Δ vs {spec.baseline}: condition − baseline on the same activations (paired by sample_id), "
+                 "with its clustered CI."),
+                (f"p: Wilcoxon signed-rank on per-{m.wilcoxon_unit} paired differences; p_bh: Benjamini–Hochberg "
+                 "adjusted over every test of the run."),
             ],
             "setup": f"{sel.get('n_selected', '?')} activations from {sel.get('n_docs', '?')} documents; "
                      f"decoding {'sampled' if spec.sampling.do_sample else 'greedy'}, at most "

@@ -126,8 +126,9 @@ class AttributionView:
         for sid, text in self.texts.items():
             parts = by_id.get(sid, [])
             full = parts[0]["fve_full"] if parts else None
-            marks = [(r["start"], r["end"], r["delta_fve"], f"{r['family'] or r['unit']} · ΔFVE "
-                      f"{r['delta_fve']:+.4f} · FVE without {r['fve_without']:.4f}") for r in parts]
+            marks = [(r["start"], r["end"], r["delta_fve"], (f"{r['family'] or r['unit']} · ΔFVE "
+                                                             f"{r['delta_fve']:+.4f} · FVE without "
+                                                             f"{r['fve_without']:.4f}")) for r in parts]
             head = f"sample {html.escape(str(sid))}" + (f" · FVE {full:.4f}" if full is not None else "")
             blocks.append(f'<div style="margin:6px 0"><div style="font-size:0.8em;color:#555">{head}</div>'
                           f'<div style="white-space:pre-wrap;font-family:inherit">'

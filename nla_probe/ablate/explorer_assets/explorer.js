@@ -331,8 +331,49 @@ function nlaExplorer(root, opts) {
     });
     ct.appendChild(cb);
     box.appendChild(ct);
+    if (e.copy) box.appendChild(copyDetail(e, r));
     ui.detail.textContent = "";
     ui.detail.appendChild(box);
+  }
+
+  /* ---------------------------------------------------------------- copy detection */
+  function marked(text, run, cls, lead) {
+    var box = el("div", {cls: "nlx-text nlx-ctx"});
+    if (lead) box.appendChild(document.createTextNode("…"));
+    if (!run) { box.appendChild(document.createTextNode(text)); return box; }
+    box.appendChild(document.createTextNode(text.slice(0, run[0])));
+    box.appendChild(el("mark", {cls: cls, text: text.slice(run[0], run[1])}));
+    box.appendChild(document.createTextNode(text.slice(run[1])));
+    return box;
+  }
+  function words(n) { return n + (n === 1 ? " word" : " words"); }
+  function copyDetail(e, r) {
+    var sec = el("div", {cls: "nlx-copy"}), per = e.copy.rows[String(e.ids[r])];
+    sec.appendChild(el("h4", {text: "Copy detection: the longest run of words shared with the source context, next to the null's"}));
+    if (!per) { sec.appendChild(el("p", {cls: "nlx-muted", text: e.copy.note + "; this row has none."})); return sec; }
+    e.conds.forEach(function (c) {
+      var x = per[c.name];
+      if (!x) return;
+      var lens = x.null_lens.slice().sort(function (p, q) { return p - q; });
+      var head = c.name + ": " + words(x.len) + " shared with the true context; longest of " + x.null_lens.length +
+        " null contexts (other documents): " + (x.null ? words(x.null.len) : "none") + "; null run lengths " + lens.join(" ");
+      var wrap = el("div", {cls: "nlx-copyrow", "data-condition": c.name});
+      wrap.appendChild(el("div", {cls: "nlx-muted", text: head}));
+      wrap.appendChild(el("div", {cls: "nlx-label", text: "explanation (run with the true context marked)"}));
+      wrap.appendChild(marked(str(explOf(c, r)), x.expl_run, "nlx-run", false));
+      var cols = el("div", {cls: "nlx-cols"});
+      var left = el("div", {cls: "nlx-half"}, [el("div", {cls: "nlx-label", text: "true context (" + words(x.len) + " shared)"}), marked(str(x.ctx), x.ctx_run, "nlx-run", x.cut)]);
+      left.lastChild.setAttribute("data-run", x.ctx_run ? str(x.ctx).slice(x.ctx_run[0], x.ctx_run[1]) : "");
+      cols.appendChild(left);
+      if (x.null) {
+        var right = el("div", {cls: "nlx-half"}, [el("div", {cls: "nlx-label", text: "null context, document " + str(x.null.doc) + " (" + words(x.null.len) + " shared)"}), marked(str(x.null.ctx), x.null.ctx_run, "nlx-run nlx-nullrun", x.null.cut)]);
+        cols.appendChild(right);
+      }
+      wrap.appendChild(cols);
+      sec.appendChild(wrap);
+    });
+    sec.appendChild(el("p", {cls: "nlx-muted", text: e.copy.note + ". Contexts are cut around the run (…)."}));
+    return sec;
   }
 
   /* ---------------------------------------------------------------- state in the URL hash */
