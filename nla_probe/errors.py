@@ -45,6 +45,10 @@ class TemplateDriftWarning(NLAProbeWarning):
     """A sidecar's prompt template differs from the released text (the pair was trained on that)."""
 
 
+class TaggedTextWarning(NLAProbeWarning):
+    """Texts given to the AR still hold a complete ``<explanation>…</explanation>`` pair."""
+
+
 class UnknownNameError(NLAProbeError, KeyError):
     """A name that is not in a registry; the message lists the valid names."""
 

@@ -616,3 +616,33 @@ def test_api_bad_input(case: ApiCase, ws: Workspace):
     assert not missing, f"missing {missing} in: {e.value}"
     assert "\n" not in str(e.value)
     assert _hashes(ws.root) == before, "a user file changed"
+
+
+# ------------------------------------------------------------------------------------ correct results (API)
+
+
+def test_api_tagged_texts_are_scored_with_a_warning_naming_the_rows():
+    from nla_probe.errors import TaggedTextWarning
+    from nla_probe.nla.checkpoint import load_ar
+
+    r = load_ar(TOY / "ar")
+    with pytest.warns(TaggedTextWarning, match=r"rows \[1\] \(1 of 2\) hold a complete <explanation>"):
+        r.reconstruct(["plain", "<explanation>tagged</explanation>"])
+
+
+def test_api_huge_vector_keeps_its_direction():
+    """Entries around 1e19: finite in float32, but the float32 squared norm overflows.  The injected
+    row and the metrics see the direction, as for the same vector at a normal scale."""
+    import torch
+
+    from nla_probe.analysis.metrics import mse_nrm
+    from nla_probe.nla.injection import check_vectors, normalize_activation
+
+    v = np.asarray(pl.read_parquet(TOY / "eval.parquet").head(2)["activation_vector"].to_list(), dtype=np.float32)
+    huge = (v / np.abs(v).max(1, keepdims=True) * 1e19).astype(np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isfinite(huge).all() and not np.isfinite(np.linalg.norm(huge, axis=1)).any()
+    t = check_vectors(huge, D)
+    torch.testing.assert_close(normalize_activation(t, 150.0), normalize_activation(torch.from_numpy(v), 150.0),
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(mse_nrm(huge, v), [0.0, 0.0], atol=1e-10)

@@ -26,7 +26,9 @@ Texts longer than the AR context (``max_tokens``, default the config's
 
 Texts must be valid Unicode: a lone surrogate (e.g. from a ``"\\ud800"`` JSON escape) is refused
 naming the row.  A non-finite AR output (NaN/inf weights) is an error naming the rows
-(:class:`~nla_probe.errors.ModelOutputError`), never a silent NaN row.
+(:class:`~nla_probe.errors.ModelOutputError`), never a silent NaN row.  Texts that still hold a
+complete ``<explanation>…</explanation>`` pair are scored as given with a
+:class:`~nla_probe.errors.TaggedTextWarning` naming the rows (the AR was trained on the inside).
 """
 
 from __future__ import annotations
@@ -41,13 +43,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from nla_probe.errors import InputError, ModelOutputError
+from nla_probe.errors import InputError, ModelOutputError, TaggedTextWarning
 from nla_probe.nla.arch import final_norm_name, text_model
 from nla_probe.nla.contract import Contract
 
 OVERFLOW_POLICIES = ("error", "truncate", "nan")
 BATCHING_MODES = ("exact", "fast")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _warn_tagged(texts: Sequence[str]) -> None:
+    """Warn (:class:`TaggedTextWarning`) naming the rows that hold a complete explanation tag pair."""
+    import warnings
+
+    from nla_probe.nla.generation import CLOSE_TAG, OPEN_TAG
+
+    rows = [i for i, t in enumerate(texts) if OPEN_TAG in t and CLOSE_TAG in t]
+    if rows:
+        warnings.warn(f"texts: rows {rows[:20]} ({len(rows)} of {len(texts)}) hold a complete {OPEN_TAG}...{CLOSE_TAG} "
+                      "pair, scored as given; the AR was trained on the text inside the tags "
+                      "(nla_probe.nla.generation.parse_explanation; `nla-probe reconstruct` strips them by default)",
+                      TaggedTextWarning, stacklevel=3)
 
 
 def check_texts(texts: Sequence[Any]) -> None:
@@ -211,6 +227,7 @@ class Reconstructor:
             raise InputError(f"batch_size: expected >= 1, found {batch_size}")
         texts = list(texts)
         check_texts(texts)
+        _warn_tagged(texts)
         ids = self.encode(texts)
         overflow = [""] * len(texts)
         long_rows = [i for i, x in enumerate(ids) if len(x) > self.max_tokens]
