@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip("xgrammar")
 
-from nla_probe.defaults import toy_eval_path, toy_pair_dirs  # noqa: E402
-from nla_probe.errors import InputError, SpecError, UnknownNameError  # noqa: E402
-from nla_probe.hooks import (  # noqa: E402
+from nla_probe.defaults import toy_eval_path, toy_pair_dirs
+from nla_probe.errors import InputError, SpecError, UnknownNameError
+from nla_probe.hooks import (
     BanChars,
     Grammar,
     LengthPenalty,
@@ -22,9 +22,9 @@ from nla_probe.hooks import (  # noqa: E402
     hook_from_spec,
     list_hooks,
 )
-from nla_probe.hooks.grammar_check import shortest_text  # noqa: E402
-from nla_probe.hooks.grammar_text import SCAFFOLDS, scaffold_opening  # noqa: E402
-from nla_probe.nla.generation import Sampling  # noqa: E402
+from nla_probe.hooks.grammar_check import shortest_text
+from nla_probe.hooks.grammar_text import SCAFFOLDS, scaffold_opening
+from nla_probe.nla.generation import Sampling
 
 # ---------------------------------------------------------------- independent checkers
 _Q = r'"[^"\n<]+"'
@@ -105,6 +105,13 @@ def test_bad_inputs_are_refused_with_clear_messages(verb):
         Grammar(regex="ab)cd")  # positions count characters from 1
     with pytest.raises(InputError, match=r"invalid EBNF grammar: .*line 1, column \d+.*not defined"):
         Grammar(ebnf='root ::= "a" b')
+    with pytest.raises(InputError, match=r"grammar.lark: invalid Lark grammar: Lark error at line 1, column 12: "
+                                         r"unknown name 'b'"):
+        Grammar(lark='start: "a" b')
+    with pytest.raises(InputError, match=r"grammar.json_schema: invalid JSON schema: .*Unsupported type \"nope\""):
+        Grammar(json_schema='{"type": "nope"}')
+    js = Grammar(json_schema='{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}')
+    assert js.shortest_text() == '<explanation>{"a":""}</explanation>'
     with pytest.raises(UnknownNameError, match="unknown built-in grammar 'span_only'; valid built-in grammars: "
                                                "no_delimiters, scaffold_spans, spans_only"):
         Grammar(builtin="span_only")
@@ -179,8 +186,8 @@ def test_dead_end_is_reported_per_row(verb, vecs):
     # also bans the lone lead byte E2, so the grammar's next character cannot be written.  The static
     # check passes (no text of the grammar holds '“'), decoding reaches the dead end.
     g = Grammar(regex="Token \u2014[a-z]+")
+    ban = BanChars(chars="\u201c")
     with pytest.warns(UserWarning, match="U\\+201C"):
-        ban = BanChars(chars="\u201c")
         dec = verb.verbalize(vecs[:4], max_new_tokens=30, hooks=[g, ban])
     for d in dec:
         assert d.finish_reason == "grammar_dead_end"

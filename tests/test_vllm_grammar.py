@@ -12,9 +12,9 @@ import torch
 
 pytest.importorskip("vllm")
 
-from nla_probe.defaults import toy_eval_path, toy_pair_dirs  # noqa: E402
-from nla_probe.errors import InputError  # noqa: E402
-from nla_probe.hooks import BanChars, Grammar, MinNewTokens, Prefix  # noqa: E402
+from nla_probe.defaults import toy_eval_path, toy_pair_dirs
+from nla_probe.errors import InputError
+from nla_probe.hooks import BanChars, Grammar, MinNewTokens, Prefix
 
 pytestmark = pytest.mark.vllm
 
@@ -75,8 +75,8 @@ def test_builtin_grammar_parity(hf, vl, vecs, name):
 def test_dead_end_floor_and_prefix_parity(hf, vl, vecs):
     v = vecs[:8]
     g = Grammar(regex="Token \u2014[a-z]+")  # '—' only as byte tokens; the ban below removes its lead byte
+    ban = BanChars(chars="\u201c")
     with pytest.warns(UserWarning, match="U\\+201C"):
-        ban = BanChars(chars="\u201c")
         a = hf.verbalize(v, max_new_tokens=30, hooks=[g, ban])
     b = vl.verbalize(v, max_new_tokens=30, hooks=[g, ban])
     assert [(d.token_ids, d.finish_reason) for d in a] == [(d.token_ids, d.finish_reason) for d in b]

@@ -102,7 +102,7 @@ def compile_ebnf(fmt: str, text: str, scope: str, scaffold: str) -> str:
         if scope == "body":
             g = xgr.Grammar.from_regex(wrap_body(text)) if fmt == "regex" else \
                 xgr.Grammar.concat(xgr.Grammar.from_regex(OPEN_BODY), g, xgr.Grammar.from_regex(CLOSE_BODY))
-    except Exception as e:  # xgrammar raises RuntimeError/ValueError with the position in the message
+    except (RuntimeError, ValueError, TypeError) as e:  # xgrammar's errors carry the position
         shown = text if len(text) <= 200 else text[:200] + "…"
         raise InputError(f"grammar.{fmt}: invalid {what}: {_library_message(e)}; found {shown!r}") from None
     return str(g)
