@@ -6,6 +6,7 @@ tests/artifacts/ (not committed), check that markup inside explanations renders 
 page of 10,000 activations x 10 conditions.  Without Chromium every test here skips.
 """
 
+import importlib.util
 import json
 import os
 import time
@@ -18,10 +19,13 @@ from explorer_support import Browser, chromium_path, make_run
 
 from nla_probe.ablate.result import AblationResult
 
-pytestmark = pytest.mark.skipif(
-    chromium_path() is None,
-    reason="chromium not found: the browser tests of report.html need Debian's chromium (apt-get install chromium; "
-           ".ci/run installs it)")
+pytestmark = [
+    pytest.mark.skipif(chromium_path() is None,
+                       reason="chromium not found: the browser tests of report.html need Debian's chromium "
+                              "(apt-get install chromium; .ci/run installs it)"),
+    pytest.mark.skipif(importlib.util.find_spec("websockets") is None,
+                       reason="websockets not installed: pip install -e '.[test]'"),
+]
 
 ARTIFACTS = Path(os.environ.get("NLX_ARTIFACTS", Path(__file__).parent / "artifacts"))
 XSS = '<script>alert(1)</script><script>window.__xss=1</script> said "x" then "><img src=q onerror="window.__xss=2">.'

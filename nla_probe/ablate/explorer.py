@@ -104,7 +104,8 @@ def choose_rows(frame: Any, baseline: str, conditions: Sequence[str], max_rows: 
     ids = sorted(set(frame["sample_id"].to_list()))
     if len(ids) <= max_rows:
         return ids, f"all {len(ids)} activations"
-    chosen = [s for s in dict.fromkeys(keep) if s in set(ids)][:max_rows]
+    known = set(ids)
+    chosen = [s for s in dict.fromkeys(keep) if s in known][:max_rows]
     base = frame.filter(pl.col("condition") == baseline).select("sample_id", pl.col("fve_nrm").alias("_b"))
     n_keep = len(chosen)
     for cond in conditions:
@@ -113,9 +114,10 @@ def choose_rows(frame: Any, baseline: str, conditions: Sequence[str], max_rows: 
         d = (frame.filter(pl.col("condition") == cond).join(base, on="sample_id")
              .with_columns((pl.col("_b") - pl.col("fve_nrm")).alias("_d")).drop_nans("_d").drop_nulls("_d")
              .sort(["_d", "sample_id"], descending=[True, False]).head(TOP_DROPS))
-        chosen += [s for s in d["sample_id"].to_list() if s not in set(chosen)][:max_rows - len(chosen)]
+        taken = set(chosen)
+        chosen += [s for s in d["sample_id"].to_list() if s not in taken][:max_rows - len(chosen)]
     n_top = len(chosen) - n_keep
-    rest = np.array(sorted(set(ids) - set(chosen)), dtype=np.int64)
+    rest = np.array(sorted(known - set(chosen)), dtype=np.int64)
     need = max_rows - len(chosen)
     rng = np.random.default_rng(seed)
     sample = rest[rng.permutation(rest.size)[:need]].tolist() if need > 0 else []

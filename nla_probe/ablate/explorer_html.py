@@ -136,7 +136,8 @@ def summaries(result: Any, experiments: list[str], figures: dict[str, list[dict]
             "baseline": spec.baseline, "rows": rows, "figures": figures.get(name, []),
             "level": f"{m.level * 100:g}%",
             "definitions": [
-                f"{m.primary} = 1 − mse_nrm / Var(v_nrm); Var(v_nrm) = {denom:.6g} ({source}).",
+                (f"fve_nrm = 1 − mse_nrm / Var(v_nrm); Var(v_nrm) = {denom:.6g} ({source})." if m.primary == "fve_nrm"
+                 else f"primary metric {m.primary} (docs/metrics.md); FVE denominator {denom:.6g} ({source})."),
                 (f"CI: {m.level * 100:g}% percentile bootstrap clustered by document ({m.n_boot} resamples, "
                  f"seed {spec.seed}); n = activations, docs = documents."),
                 (f"Δ vs {spec.baseline}: condition − baseline on the same activations (paired by sample_id), "
