@@ -19,6 +19,7 @@ import errno
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -292,6 +293,12 @@ def _huge_row_decodes_like_its_direction(w: Workspace) -> None:
     assert got["raw_text"][0] == got["raw_text"][1]
 
 
+def _av_template() -> str:
+    from nla_probe.nla.contract import AV_TEMPLATE
+
+    return AV_TEMPLATE
+
+
 def _scaled_first_row(w: Workspace) -> list:
     v = np.asarray(w._eval["activation_vector"][0], dtype=np.float64)
     return [v * 1e19 / np.abs(v).max()]
@@ -333,9 +340,8 @@ CLI_CASES: list[Case] = [
          lambda w: ["reconstruct", "--ar", w.ar(), "--texts", w.texts(["fine", "bad \ud800 text"]),
                     "--out", w.p("r.parquet")], ("row 1", "surrogate")),
     Case("inspect_av_template_wording_drift",
-         lambda w: ["inspect", w.av(sidecar={"prompt_templates.av": (
-             __import__("nla_probe.nla.contract", fromlist=["AV_TEMPLATE"]).AV_TEMPLATE.replace(
-                 "meticulous", "careless"))})], ("prompt_templates.av", "released", "careless AI researcher"), code=0),
+         lambda w: ["inspect", w.av(sidecar={"prompt_templates.av": _av_template().replace("meticulous", "careless")})],
+         ("prompt_templates.av", "released", "careless AI researcher"), code=0),
     Case("inspect_ar_template_head_drift",
          lambda w: ["inspect", w.ar(sidecar={"prompt_templates.ar":
                                              "Summary of this text: <text>{explanation}</text> <summary>"})],
@@ -512,8 +518,8 @@ def test_refusal_reaches_a_real_console_as_one_line(tmp_path):
     ws = Workspace(tmp_path, pl.DataFrame(), lambda: tmp_path)
     av = ws.av(truncate={"model.safetensors": 100_000})
     exe = Path(sys.executable).with_name("nla-probe")
-    proc = subprocess.run([str(exe), "inspect", str(av)], capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    proc = subprocess.run([str(exe), "inspect", str(av)], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stderr.strip().splitlines()

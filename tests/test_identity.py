@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 import nla_probe.nla.identity as ident
-from nla_probe.nla.identity import DigestCache, checkpoint_identity, file_digest, identity_files
+from nla_probe.nla.identity import (
+    DigestCache,
+    checkpoint_identity,
+    file_digest,
+    identity_files,
+)
 
 TOY_AV = Path(__file__).resolve().parents[1] / "data" / "toy" / "qwen_small" / "av"
 

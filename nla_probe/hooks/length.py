@@ -14,9 +14,22 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nla_probe.errors import InputError
-from nla_probe.hooks.base import Hook, _check_choice, _check_int, _StepBonus, register_hook
-from nla_probe.nla.generation import (CLOSE_TAG, LENGTH_SCHEDULES, VLLM_LENGTH_KEY, CloseTagState, HookContext,
-                                      length_bonus, length_step)
+from nla_probe.hooks.base import (
+    Hook,
+    _check_choice,
+    _check_int,
+    _StepBonus,
+    register_hook,
+)
+from nla_probe.nla.generation import (
+    CLOSE_TAG,
+    LENGTH_SCHEDULES,
+    VLLM_LENGTH_KEY,
+    CloseTagState,
+    HookContext,
+    length_bonus,
+    length_step,
+)
 
 LENGTH_TARGETS = ("stop_and_close", "stop")
 
@@ -50,7 +63,7 @@ class _LengthProcessor:
     """transformers logits processor of :class:`LengthPenalty`: one :class:`CloseTagState` per row
     and :func:`length_step` per step.  Edits ``scores`` in place (only the boosted columns)."""
 
-    def __init__(self, hook: "LengthPenalty", stop_ids: tuple[int, ...], sequences: tuple[tuple[int, ...], ...]):
+    def __init__(self, hook: LengthPenalty, stop_ids: tuple[int, ...], sequences: tuple[tuple[int, ...], ...]):
         self.hook, self.stop_ids, self.sequences = hook, stop_ids, sequences
         self._offset: int | None = None
         self._states: list[CloseTagState] = []
