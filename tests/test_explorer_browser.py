@@ -81,6 +81,8 @@ def test_row_shows_the_spans_and_deltas_of_the_result_parquet(toy_run, browser):
             .with_columns((pl.col("fve_nrm") - pl.col("b")).alias("d")).sort("d", "sample_id"))
     first = drop["sample_id"][0]
     assert _visible_ids(browser) == drop["sample_id"].to_list()
+    marker = f"document.querySelector('.nlx-grid tbody tr[data-sample-id=\"{first}\"] td[data-key=attr]').textContent"
+    assert browser.eval(marker) == "yes"
     browser.eval(f"document.querySelector('.nlx-grid tbody tr[data-sample-id=\"{first}\"]').click()")
     spans = browser.eval("""Array.from(document.querySelectorAll('.nlx-spans-view [data-part=span]'))
         .map(s => [s.textContent, +s.dataset.delta, s.dataset.family])""")

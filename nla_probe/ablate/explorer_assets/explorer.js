@@ -121,7 +121,7 @@ function nlaExplorer(root, opts) {
   /* ---------------------------------------------------------------- table model */
   function columns(e) {
     var cols = [{key: "sample", label: "sample", num: true}, {key: "doc", label: "document"}, {key: "pos", label: "pos", num: true},
-      {key: "delta", label: "Δ " + e.conds[st.a].name + " − " + e.conds[st.b].name, num: true}];
+      {key: "attr", label: "ΔFVE"}, {key: "delta", label: "Δ " + e.conds[st.a].name + " − " + e.conds[st.b].name, num: true}];
     e.conds.forEach(function (c, i) { cols.push({key: "c" + i, label: c.name + (c.baseline ? " (base)" : ""), num: true, cond: i}); });
     cols.push({key: "expl", label: "explanation (" + e.conds[baseIndex(e)].name + ")"});
     return cols;
@@ -130,6 +130,7 @@ function nlaExplorer(root, opts) {
     if (key === "sample") return e.ids[r];
     if (key === "doc") return str(e.doc[r]);
     if (key === "pos") return e.pos[r];
+    if (key === "attr") return e.attr[String(e.ids[r])] ? "yes" : "";
     if (key === "delta") { var x = e.conds[st.a].fve[r], y = e.conds[st.b].fve[r]; return (x === null || y === null) ? null : x - y; }
     if (key === "expl") return str(explOf(e.conds[baseIndex(e)], r));
     return e.conds[+key.slice(1)].fve[r];
@@ -209,7 +210,8 @@ function nlaExplorer(root, opts) {
     size.onchange = function () { st.size = +size.value; st.page = 0; refresh(); };
     ctl.appendChild(el("label", {}, ["rows per page ", size]));
     app.appendChild(ctl);
-    app.appendChild(el("p", {cls: "nlx-muted nlx-rows-note", text: "Rows: " + e.rows_note + ". " + attrNote(e) + " Click a column to sort, type in the boxes under the headers to filter (e.g. <0, >0.5, 0.1..0.3, or text); click a row to open it."}));
+    app.appendChild(el("p", {cls: "nlx-howto", text: "How to use: pick an experiment and two conditions in Δ = A − B; the rows are sorted by that difference, largest drop first. Click a row to open it: its spans and sentences are coloured by how much FVE each carries (rows marked yes in the ΔFVE column). Click a column header to sort by it; type in the boxes under the headers to filter (<0, >0.5, 0.1..0.3, or text)."}));
+    app.appendChild(el("p", {cls: "nlx-muted nlx-rows-note", text: "Rows: " + e.rows_note + ". " + attrNote(e)}));
     ui.pager = el("div", {cls: "nlx-pager"});
     app.appendChild(ui.pager);
     var wrap = el("div", {cls: "nlx-gridwrap"});
@@ -395,7 +397,7 @@ function nlaExplorer(root, opts) {
     var e = E();
     if (h.a && condIndex(e, h.a) >= 0) st.a = condIndex(e, h.a);
     if (h.b && condIndex(e, h.b) >= 0) st.b = condIndex(e, h.b);
-    if (h.sort) { var ok = ["sample", "doc", "pos", "delta", "expl"].indexOf(h.sort) >= 0 || /^c\d+$/.test(h.sort); if (ok) st.sort = h.sort; }
+    if (h.sort) { var ok = ["sample", "doc", "pos", "attr", "delta", "expl"].indexOf(h.sort) >= 0 || /^c\d+$/.test(h.sort); if (ok) st.sort = h.sort; }
     if (h.dir) st.dir = h.dir === "-1" ? -1 : 1;
     if (h.q) st.q = h.q;
     if (h.page) st.page = Math.max(0, parseInt(h.page, 10) || 0);
