@@ -232,3 +232,32 @@ def test_attribute_run_matches_span_attribution_and_reuses_rows(qwen_pair, tmp_p
     assert load_attribution(r.root).sort("sample_id", "unit", "index").equals(got.sort("sample_id", "unit", "index"))
     with pytest.raises(InputError, match="attribution rows: expected an integer >= 0, found -3"):
         attribute_run(r, no_model, lambda ids: vecs[list(ids)], max_rows=-3)
+
+
+def _cli(capsys, *args):
+    import sys
+
+    from nla_probe.cli import main
+
+    old, sys.argv = sys.argv, ["nla-probe", *[str(a) for a in args]]
+    try:
+        with pytest.raises(SystemExit) as e:
+            main()
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_report_and_merge_write_the_page_and_keep_attribution(run, tmp_path, capsys):
+    code, out, err = _cli(capsys, "report", run)
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == f"explorer (open in a browser): {(run / 'report.html').resolve()}"
+    assert (run / "report.html").is_file()
+    code, out, err = _cli(capsys, "merge", run, "--out", tmp_path / "merged")
+    assert code == 0, err
+    merged = tmp_path / "merged"
+    assert out.strip().splitlines()[-1] == f"explorer (open in a browser): {(merged / 'report.html').resolve()}"
+    assert load_attribution(merged).equals(load_attribution(run))
+    saved = AblationResult.load(run).save(tmp_path / "saved")
+    assert load_attribution(saved).equals(load_attribution(run))
