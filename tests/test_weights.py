@@ -8,7 +8,12 @@ import torch
 from safetensors.torch import save_file
 
 from nla_probe.errors import ContractError
-from nla_probe.nla.weights import check_finite_parameters, safetensors_header, verify_weight_files, weight_files
+from nla_probe.nla.weights import (
+    check_finite_parameters,
+    safetensors_header,
+    verify_weight_files,
+    weight_files,
+)
 
 
 def _shard(path, **tensors):
