@@ -110,3 +110,36 @@ def test_gpu_requests_on_a_cpu_only_torch(pair_dirs):
     with pytest.raises(InputError, match=r"device_map\[''\]: GPU 'cuda:3' requested"):
         load_ar(ar_dir, device_map={"": "cuda:3"})
     assert resolve_placement("auto").gpu is False  # "auto" without a GPU: CPU, then disk
+
+
+def test_extraction_from_a_split_base_model_and_the_auto_cli(fixture_pairs, tmp_path):
+    import json
+
+    import polars as pl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from typer.testing import CliRunner
+
+    from nla_probe.cli import app
+    from nla_probe.nla.extraction import extract_activations
+    from nla_probe.toy.fixtures import FIXTURE_TEXTS
+
+    av_dir, ar_dir = fixture_pairs["qwen2"]
+    tok = AutoTokenizer.from_pretrained(str(av_dir))
+    docs, ids = list(FIXTURE_TEXTS[:4]), [f"d{i}" for i in range(4)]
+    one = AutoModelForCausalLM.from_pretrained(str(av_dir)).eval()
+    split = AutoModelForCausalLM.from_pretrained(str(av_dir), device_map=AV_MAP, offload_folder=str(tmp_path / "o"))
+    a = extract_activations(one, tok, docs, ids, 2, n_per_doc=3, min_position=1)
+    b = extract_activations(split.eval(), tok, docs, ids, 2, n_per_doc=3, min_position=1)
+    assert a.height == 12 and a["activation_vector"].to_list() == b["activation_vector"].to_list()
+
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("\n".join(json.dumps({"explanation": t}) for t in docs))
+    outs = {}
+    for device, batching in (("cpu", "exact"), ("auto", "exact"), ("auto", "fast")):
+        out = tmp_path / f"{device}_{batching}.parquet"
+        r = CliRunner().invoke(app, ["reconstruct", "--ar", str(ar_dir), "--texts", str(texts), "--out", str(out),
+                                     "--device", device, "--batching", batching], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        outs[(device, batching)] = np.array(pl.read_parquet(out)["reconstruction"].to_list())
+    assert np.array_equal(outs[("cpu", "exact")], outs[("auto", "exact")])  # auto without a GPU: the CPU
+    np.testing.assert_allclose(outs[("auto", "fast")], outs[("cpu", "exact")], atol=1e-4)  # fp32: tiny noise

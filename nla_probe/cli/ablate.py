@@ -61,7 +61,7 @@ def ablate(
     out: Annotated[Optional[Path], typer.Option(help="Output directory; rerunning into it resumes. "
                                                 "Default: runs/ablate.")] = None,
     backend: Annotated[str, typer.Option(help="Generation backend: hf or vllm.")] = "hf",
-    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="torch device (cpu, cuda, cuda:N), or auto: accelerate device map over the visible GPUs.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32 (default: bf16 on CUDA, fp32 on CPU).")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use at most the first N activations (per spec).")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Run shard i of n ('i/n'; whole documents per shard).")] = None,

@@ -186,7 +186,7 @@ def verbalize(
         help="body: a regex/ebnf/lark/json grammar describes the text between the tags; output: all generated "
              "text.")] = "body",
     backend: Annotated[str, typer.Option(help="Generation backend: hf or vllm.")] = "hf",
-    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="torch device (cpu, cuda, cuda:N), or auto: accelerate device map over the visible GPUs.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32 (default: bf16 on CUDA, fp32 on CPU).")] = None,
     batch_size: Annotated[int, typer.Option(help="Vectors per generation batch.")] = 32,
     backend_opt: Annotated[Optional[list[str]], typer.Option(
@@ -241,9 +241,12 @@ def reconstruct(
         help="Texts longer than the AR context: truncate (cut the text's tail; the same default as ablation "
              "specs, so rescoring a run's texts reproduces its numbers), error (refuse the file) or nan "
              "(NaN row). Every affected row is marked in the output column 'overflow'.")] = "truncate",
-    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    device: Annotated[str, typer.Option(help="torch device (cpu, cuda, cuda:N), or auto: accelerate device map over the visible GPUs.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per AR batch (length-bucketed).")] = 32,
+    batching: Annotated[str, typer.Option(
+        help="exact: each row equals the text scored alone (equal-length batches); fast: right-padded batches, "
+             "per-row noise in bf16 (docs/metrics.md, 'Batching noise').")] = "exact",
 ) -> None:
     """Reconstruct vectors from explanation texts with an AR; with --data, score them (mse_nrm, cos, fve_nrm).
 
@@ -289,7 +292,8 @@ def reconstruct(
     if gold is not None and gold.shape[1] != r.d_model:
         raise InputError(f"--data {data}: 'activation_vector' width: expected d_model={r.d_model} (from the AR "
                          f"sidecar), found {gold.shape[1]}")
-    rec = r.reconstruct_detailed(scored, batch_size=batch_size, on_overflow=on_overflow, progress=True)
+    rec = r.reconstruct_detailed(scored, batch_size=batch_size, on_overflow=on_overflow, progress=True,
+                                 batching=batching)
     if frame is None:
         try:
             frame = pl.from_dicts(rows, infer_schema_length=None)
@@ -329,7 +333,7 @@ def extract(
     min_position: Annotated[int, typer.Option(help="Smallest token position sampled.")] = 50,
     seed: Annotated[int, typer.Option(help="Position-sampling seed (per document: sha256(seed|doc_id)).")] = 42,
     max_length: Annotated[int, typer.Option(help="Tokens per document (right truncation).")] = 4096,
-    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    device: Annotated[str, typer.Option(help="torch device (cpu, cuda, cuda:N), or auto: accelerate device map over the visible GPUs.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
 ) -> None:
     """Extract residual-stream activations (official parquet schema + source text and offsets)."""
@@ -349,7 +353,9 @@ def extract(
         docs = [b.strip() for b in texts.read_text(encoding="utf-8").split("\n\n") if b.strip()]
         ids = [f"{texts.stem}:{i}" for i in range(len(docs))]
     tok = AutoTokenizer.from_pretrained(str(model))
-    m = AutoModelForCausalLM.from_pretrained(str(model), dtype=resolve_dtype(dtype, device)).to(device).eval()
+    placed = {"device_map": "auto"} if device == "auto" else {}
+    m = AutoModelForCausalLM.from_pretrained(str(model), dtype=resolve_dtype(dtype, device), **placed)
+    m = (m if placed else m.to(device)).eval()
     frame = extract_activations(m, tok, docs, ids, layer, n_per_doc=n_per_doc, min_position=min_position, seed=seed,
                                 max_length=max_length, progress=True)
     write_activations(frame, out)

@@ -71,7 +71,9 @@ def extract_activations(model: Any, tokenizer: Any, texts: Sequence[str], doc_id
         from nla_probe.progress import track
 
         starts = track(list(starts), description="extracting")
-    dev = next(model.parameters()).device
+    from nla_probe.nla.placement import execution_device
+
+    dev = execution_device(model.get_input_embeddings())  # the embedding's device, also when sharded
     for s in starts:
         chunk = list(texts[s:s + batch_size])
         enc = tokenizer(chunk, add_special_tokens=True, truncation=True, max_length=max_length,
