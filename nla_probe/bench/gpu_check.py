@@ -6,8 +6,9 @@ toy pair in ``data/toy/qwen_small``:
 1. the **reference**: float32 on the CPU — greedy decodes of ``n`` held-out activations
    (``max_new_tokens`` tokens, batch 32) and the AR's reconstructions of those decodes' explanations;
 2. each **configuration** — ``hf`` on ``cuda:0`` in bfloat16; with two or more visible GPUs ``hf``
-   with ``device="auto"`` (accelerate device map over the GPUs); ``vllm`` on ``cuda:0`` when vLLM
-   imports — and prints one row per configuration:
+   with ``device="auto"`` (accelerate's device map; a model this small may stay on GPU 0) and ``hf``
+   with the toy's blocks split over GPUs 0 and 1 (:func:`split_maps`); ``vllm`` on ``cuda:0`` when
+   vLLM imports — and prints one row per configuration:
 
    * ``greedy=``: fraction of the ``n`` decodes whose token ids equal the reference's;
    * ``max|Δmse|`` / ``mean|Δmse|``: per-row ``|mse_nrm(config) − mse_nrm(reference)|`` of the AR
@@ -21,7 +22,8 @@ toy pair in ``data/toy/qwen_small``:
      so far (it never decreases, so it bounds every row above it too).
 
 Without CUDA it exits with status 2 and says so, unless ``--device cpu``: then the configurations
-are ``hf`` float32 (a self-check: greedy 100 %, Δmse exactly 0) and ``hf`` bfloat16 on the CPU.
+are ``hf`` float32 (a self-check: greedy 100 %, Δmse exactly 0), ``hf`` bfloat16, and ``hf`` float32
+with the blocks split between the CPU and disk offload (a second self-check of the placement path).
 ``--quick`` shrinks every size (8 vectors, 12 tokens, batches 1/4/8) for a test run.
 """
 
@@ -152,19 +154,47 @@ def measure(name: str, av: Any, ar: Any, backend: str, device: str, pool: np.nda
     return row
 
 
-def configurations(device: str) -> list[tuple[str, str, str, str, dict]]:
-    """``(name, backend, device, dtype, engine kwargs)`` to measure on ``device`` (module doc)."""
+def split_maps(av_layers: int, ar_layers: int, devices: Sequence[Any]) -> tuple[dict, dict]:
+    """Device maps putting the first half of each model's blocks on ``devices[0]`` and the rest on
+    ``devices[1]``: the AV's embedding and (tied) LM head on the first, its final norm on the second;
+    the AR's embedding on the first and its (Identity) final norm on the second."""
+    first, second = devices
+    av = {"model.embed_tokens": first, "lm_head": first, "model.norm": second}
+    av.update({f"model.layers.{i}": first if i < av_layers // 2 else second for i in range(av_layers)})
+    ar = {"embed_tokens": first, "norm": second}
+    ar.update({f"layers.{i}": first if i < (ar_layers + 1) // 2 else second for i in range(ar_layers)})
+    return av, ar
+
+
+def configurations(device: str, av_layers: int, ar_layers: int,
+                   offload: str | None = None) -> list[tuple[str, str, dict, dict, str, dict]]:
+    """``(name, backend, AV placement, AR placement, dtype, engine kwargs)`` to measure (module doc).
+
+    On CUDA with two or more GPUs: ``device="auto"`` (which may keep a model this small on one GPU)
+    and the explicit split of :func:`split_maps` over GPUs 0 and 1 (blocks on both, always).  On the
+    CPU: float32 (the self-check), bfloat16, and float32 split between the CPU and disk (``offload``).
+    """
     import torch
 
     if device == "cpu":
-        return [("hf cpu fp32", "hf", "cpu", "float32", {}), ("hf cpu bf16", "hf", "cpu", "bfloat16", {})]
-    out = [("hf cuda:0 bf16", "hf", "cuda:0", "bfloat16", {})]
-    if torch.cuda.device_count() >= 2:
-        out.append((f"hf auto({torch.cuda.device_count()} GPUs) bf16", "hf", "auto", "bfloat16", {}))
+        av_map, ar_map = split_maps(av_layers, ar_layers, ("cpu", "disk"))
+        off = {"offload_folder": offload}
+        return [("hf cpu fp32", "hf", {"device": "cpu"}, {"device": "cpu"}, "float32", {}),
+                ("hf cpu bf16", "hf", {"device": "cpu"}, {"device": "cpu"}, "bfloat16", {}),
+                ("hf cpu+disk split fp32", "hf", {"device_map": av_map, **off}, {"device_map": ar_map, **off},
+                 "float32", {})]
+    one = {"device": "cuda:0"}
+    out = [("hf cuda:0 bf16", "hf", one, one, "bfloat16", {})]
+    n = torch.cuda.device_count()
+    if n >= 2:
+        auto = {"device": "auto"}
+        av_map, ar_map = split_maps(av_layers, ar_layers, (0, 1))
+        out += [(f"hf auto({n} GPUs) bf16", "hf", auto, auto, "bfloat16", {}),
+                ("hf split GPU 0+1 bf16", "hf", {"device_map": av_map}, {"device_map": ar_map}, "bfloat16", {})]
     try:
         import vllm  # noqa: F401
 
-        out.append(("vllm cuda:0 bf16", "vllm", "cuda:0", "bfloat16", {"enforce_eager": True}))
+        out.append(("vllm cuda:0 bf16", "vllm", one, one, "bfloat16", {"enforce_eager": True}))
     except ImportError:
         pass
     return out
@@ -209,27 +239,37 @@ def run(device: str = "cuda", quick: bool = False, av_dir: Any = None, ar_dir: A
     sz = sizes(quick)
     d_av, d_ar = toy_pair_dirs()
     av_dir, ar_dir = av_dir or d_av, ar_dir or d_ar
+    import shutil
+    import tempfile
+
+    from transformers import AutoConfig
+
+    from nla_probe.nla.arch import text_config
+
     ar0 = load_ar(ar_dir, dtype="float32")
     pool = _pool(ar0.contract.d_model)
+    ar_layers = len(ar0.model.backbone.layers)
     del ar0
+    av_layers = text_config(AutoConfig.from_pretrained(str(av_dir))).num_hidden_layers
+    offload = tempfile.mkdtemp(prefix="nla-probe-gpu-check-")
     vectors = _draw(pool, sz.n, seed=0)
     t0 = time.perf_counter()
     ref = reference(av_dir, ar_dir, vectors, sz)
     print(f"reference: float32 on the CPU, {sz.n} vectors, {sz.max_new_tokens} new tokens, "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     rows = []
-    for name, backend, dev, dtype, kwargs in configurations(device):
+    for name, backend, av_place, ar_place, dtype, kwargs in configurations(device, av_layers, ar_layers, offload):
         _peak_reset()
         t = time.perf_counter()
         try:
-            av = load_av(av_dir, dtype=dtype, device=dev, backend=backend)
-            ar = load_ar(ar_dir, dtype=dtype, device=dev)
-            rows.append(measure(name, av, ar, backend, "cpu" if dev == "cpu" else "cuda", pool, vectors, ref, sz,
-                                kwargs))
+            av = load_av(av_dir, dtype=dtype, backend=backend, **av_place)
+            ar = load_ar(ar_dir, dtype=dtype, **ar_place)
+            rows.append(measure(name, av, ar, backend, device, pool, vectors, ref, sz, kwargs))
             del av, ar
         except Exception as e:  # one failing configuration must not hide the others' rows
             rows.append(Row(name, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
         print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
+    shutil.rmtree(offload, ignore_errors=True)
     print()
     print(format_table(rows, sz))
     return rows
