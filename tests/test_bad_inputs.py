@@ -652,3 +652,40 @@ def test_api_huge_vector_keeps_its_direction():
     torch.testing.assert_close(normalize_activation(t, 150.0), normalize_activation(torch.from_numpy(v), 150.0),
                                rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(mse_nrm(huge, v), [0.0, 0.0], atol=1e-10)
+
+
+def _verbatim_quote_is_a_span(w: Workspace) -> None:
+    from nla_probe.text.spans import find_spans
+
+    text = 'Final token " " opens a clause; then " (the AI model)." follows.'
+    assert [s.inner(text) for s in find_spans(text, "quotes").spans] == [" ", " (the AI model)."]
+
+
+def _fine_tuned_copy_has_another_fingerprint(w: Workspace) -> None:
+    from nla_probe.nla.identity import checkpoint_identity
+
+    poked = w.av(name="tuned", poke={"model.safetensors": (0.5, b"\x01\x02\x03\x04")})
+    assert checkpoint_identity(poked)["fingerprint"] != checkpoint_identity(TOY / "av")["fingerprint"]
+
+
+def _penalty_keeps_one_closing_tag(w: Workspace) -> None:
+    from nla_probe.hooks import LengthPenalty
+    from nla_probe.nla.checkpoint import load_av
+
+    vecs = np.asarray(w._eval.head(8)["activation_vector"].to_list(), dtype=np.float32)
+    for d in load_av(TOY / "av").verbalizer().verbalize(vecs, max_new_tokens=64, hooks=[LengthPenalty(0.5)]):
+        assert d.tag_status == "ok" and d.raw_text.count("</explanation") == 1, d.raw_text
+
+
+#: Cases whose answer is a correct result rather than a refusal (API level); more in test_spans,
+#: test_identity and test_hooks.
+RESULT_CASES = [
+    ("verbatim_quote_with_leading_space_is_a_span", _verbatim_quote_is_a_span),
+    ("fine_tuned_copy_has_another_fingerprint", _fine_tuned_copy_has_another_fingerprint),
+    ("length_penalty_keeps_one_closing_tag", _penalty_keeps_one_closing_tag),
+]
+
+
+@pytest.mark.parametrize("check", [c[1] for c in RESULT_CASES], ids=[c[0] for c in RESULT_CASES])
+def test_api_correct_result(check, ws: Workspace):
+    check(ws)
