@@ -18,8 +18,8 @@ toy pair in ``data/toy/qwen_small``:
    * ``rows/s@B``: AR rows per second at batch ``B`` (``batching="exact"``, the default) and
      ``fast@256`` (``batching="fast"``);
    * ``peak``: peak GPU memory allocated by torch in the process during the configuration, summed
-     over devices (GiB; vLLM's preallocated KV cache included), or on the CPU the process's peak RSS
-     so far (it never decreases, so it bounds every row above it too).
+     over devices (GiB; vLLM's reservation of :data:`VLLM_GPU_SHARE` of GPU 0 included), or on the
+     CPU the process's peak RSS so far (it never decreases, so it bounds every row above it too).
 
 Without CUDA it exits with status 2 and says so, unless ``--device cpu``: then the configurations
 are ``hf`` float32 (a self-check: greedy 100 %, Δmse exactly 0), ``hf`` bfloat16, and ``hf`` float32
@@ -40,6 +40,8 @@ import numpy as np
 
 #: Exit status when CUDA is needed and absent.
 NO_CUDA_STATUS = 2
+#: Share of GPU 0 vLLM may reserve (weights + KV cache) for the toy pair; the ``peak`` column includes it.
+VLLM_GPU_SHARE = 0.3
 
 
 @dataclass
@@ -98,6 +100,16 @@ def _peak(device: str) -> str:
         return f"RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
     total = sum(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count()))
     return f"{total / 2**30:.2f} GiB"
+
+
+def _free() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _sync() -> None:
@@ -194,7 +206,8 @@ def configurations(device: str, av_layers: int, ar_layers: int,
     try:
         import vllm  # noqa: F401
 
-        out.append(("vllm cuda:0 bf16", "vllm", one, one, "bfloat16", {"enforce_eager": True}))
+        engine = {"enforce_eager": True, "gpu_memory_utilization": VLLM_GPU_SHARE}
+        out.append(("vllm cuda:0 bf16", "vllm", one, one, "bfloat16", engine))
     except ImportError:
         pass
     return out
@@ -266,6 +279,7 @@ def run(device: str = "cuda", quick: bool = False, av_dir: Any = None, ar_dir: A
             ar = load_ar(ar_dir, dtype=dtype, **ar_place)
             rows.append(measure(name, av, ar, backend, device, pool, vectors, ref, sz, kwargs))
             del av, ar
+            _free()
         except Exception as e:  # one failing configuration must not hide the others' rows
             rows.append(Row(name, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
         print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
