@@ -18,8 +18,9 @@ from nla_probe.nla.placement import execution_device, resolve_placement
 AV_MAP = {"model.embed_tokens": "disk", "model.layers.0": "cpu", "model.layers.1": "disk", "model.layers.2": "cpu",
           "model.layers.3": "disk", "model.norm": "cpu", "lm_head": "disk"}
 AR_MAP = {"embed_tokens": "cpu", "layers.0": "disk", "layers.1": "cpu", "layers.2": "disk", "norm": "cpu"}
-TEXTS = ["The committee met on Tuesday.", "A hacker enjoys exploring the details of programmable systems, "
-         "and the explanation quotes \"budget\".", "x"]
+TEXTS = ["The committee met on Tuesday.",
+         ("A hacker enjoys exploring the details of programmable systems, and the explanation quotes "
+          "\"budget\"."), "x"]
 
 
 @pytest.fixture(scope="module")

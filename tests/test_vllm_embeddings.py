@@ -12,11 +12,11 @@ import torch
 
 pytest.importorskip("vllm")
 
-import transformers  # noqa: E402
+import transformers
 
-from nla_probe.defaults import toy_eval_path, toy_pair_dirs, toy_pair_present  # noqa: E402
-from nla_probe.nla.checkpoint import load_av  # noqa: E402
-from nla_probe.toy.fixtures import make_fixture_pair  # noqa: E402
+from nla_probe.defaults import toy_eval_path, toy_pair_dirs, toy_pair_present
+from nla_probe.nla.checkpoint import load_av
+from nla_probe.toy.fixtures import make_fixture_pair
 
 pytestmark = pytest.mark.vllm
 
@@ -52,4 +52,4 @@ def test_vllm_path_builds_no_transformers_av_and_decodes_like_hf(tmp_path, monke
     assert [d.token_ids for d in got] == [d.token_ids for d in ref]  # 64 of 64
     assert av.logits_width == av.embedding.shape[0] and av.embedding.key == "model.embed_tokens.weight"
     with pytest.raises(AssertionError, match="a transformers model was built"):
-        av.model  # the patch is live: building the transformers AV here would have failed the test
+        _ = av.model  # the patch is live: building the transformers AV here would have failed the test

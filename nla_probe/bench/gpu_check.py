@@ -30,6 +30,7 @@ with the blocks split between the CPU and disk offload (a second self-check of t
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -214,7 +215,7 @@ def configurations(device: str, av_layers: int, ar_layers: int,
 
 
 def _fmt(x: float, spec: str) -> str:
-    return "n/a" if x != x else format(x, spec)
+    return "n/a" if math.isnan(x) else format(x, spec)
 
 
 def format_table(rows: Sequence[Row], sz: Sizes) -> str:
@@ -280,7 +281,7 @@ def run(device: str = "cuda", quick: bool = False, av_dir: Any = None, ar_dir: A
             rows.append(measure(name, av, ar, backend, device, pool, vectors, ref, sz, kwargs))
             del av, ar
             _free()
-        except Exception as e:  # one failing configuration must not hide the others' rows
+        except Exception as e:  # noqa: BLE001 - one failing configuration must not hide the others' rows
             rows.append(Row(name, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
         print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
     shutil.rmtree(offload, ignore_errors=True)

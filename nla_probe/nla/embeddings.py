@@ -70,7 +70,7 @@ def find_embedding_tensor(path: str | Path, headers: dict[str, dict], d_model: i
     p = Path(path)
     where = {k: fname for fname, h in headers.items() for k in h if k != "__metadata__"}
     index = p / "model.safetensors.index.json"
-    source = index if index.is_file() else p / (sorted(headers)[0] if headers else "model.safetensors")
+    source = index if index.is_file() else p / (min(headers) if headers else "model.safetensors")
     key = next((k for k in EMBED_KEYS if k in where), None)
     if key is None:
         found = [k for k in where if k.endswith(EMBED_KEY_SUFFIXES) and not any(v in k for v in _VISION)]
