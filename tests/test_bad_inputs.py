@@ -237,7 +237,7 @@ class Case:
             when the key words depend on the input (e.g. fingerprints).
         words: key words the output must contain (case-insensitive).
         code: expected exit code (2 = refused).
-        patch: ``(target, replacement)`` patched for the run (a fault to inject).
+        patch: ``("module:attr.path", replacement)`` patched for the run (a fault to inject).
         check: called with the workspace after the run (for rows whose answer is a correct result).
     """
 
@@ -419,8 +419,13 @@ CLI_CASES: list[Case] = [
     Case("verbalize_pickle_weights",
          lambda w: ["verbalize", "--av", w.av(drop=["model.safetensors"], files={"pytorch_model.bin": b"\x80\x04."}),
                     "--data", w.acts(), "--out", w.p("d.parquet")], ("pytorch_model.bin", "safetensors")),
+    Case("ablate_with_no_finite_fve", lambda w: ["ablate", w.spec(), "--av", w.av(), "--ar", w.ar(), "--data", w.acts(),
+                                                 "--out", w.p("out")], ("'rt'", "finite fve_nrm", "empty statistics table"),
+         patch=("nla_probe.ablate.engine:RunContext.score", lambda self, chunk, texts, on_overflow=None: {
+             "mse_nrm": [float("nan")] * len(chunk), "cos": [float("nan")] * len(chunk),
+             "ar_tokens": [0] * len(chunk), "overflow": ["nan"] * len(chunk)})),
     Case("report_disk_full_while_writing_figures", lambda w: ["report", w.old_out()],
-         ("no space", "records", "safe"), patch=("nla_probe.ablate.plots.save_png", _enospc)),
+         ("no space", "records", "safe"), patch=("nla_probe.ablate.plots:save_png", _enospc)),
     # --- already refused clearly (kept closed)
     Case("inspect_missing_sidecar", lambda w: ["inspect", w.av(drop=["nla_meta.yaml"])], ("nla_meta.yaml",)),
     Case("inspect_yaml_python_tag",
@@ -501,7 +506,14 @@ def test_cli_bad_input(case: Case, ws: Workspace, monkeypatch):
     args, extra = built if isinstance(built, tuple) else (built, [])
     before = _hashes(ws.root)
     if case.patch is not None:
-        monkeypatch.setattr(*case.patch)
+        import importlib
+
+        (module, _, path), value = case.patch[0].partition(":"), case.patch[1]
+        *owners, attr = path.split(".")
+        owner = importlib.import_module(module)
+        for name in owners:
+            owner = getattr(owner, name)
+        monkeypatch.setattr(owner, attr, value)
     code, text = run_cli(args)
     assert "Traceback" not in text, text
     assert code == case.code, text
