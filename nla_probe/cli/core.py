@@ -39,7 +39,8 @@ def _write_frame(frame, out: Path) -> None:
         raise InputError(f"--out {out}: cannot write ({e.strerror or e})") from None
 
 
-def _read_texts(path: Path, column: str) -> tuple[list[str], list[dict] | None, object]:
+def _read_texts(path: Path, column: str, hint: str = "--column to choose another"
+                ) -> tuple[list[str], list[dict] | None, object]:
     """Texts of ``column`` from a .parquet or a JSON-lines file: ``(texts, jsonl rows or None, frame or None)``.
 
     JSON lines are parsed with the json module, so a ``\\ud800`` escape stays a lone surrogate and
@@ -82,7 +83,7 @@ def _read_texts(path: Path, column: str) -> tuple[list[str], list[dict] | None, 
                          "field)")
     missing = [i for i, r in enumerate(rows) if column not in r]
     if missing:
-        raise InputError(f"--texts {path}: rows {missing[:20]} have no {column!r} field (--column to choose another)")
+        raise InputError(f"--texts {path}: rows {missing[:20]} have no {column!r} field ({hint})")
     return [r[column] for r in rows], rows, None
 
 
@@ -337,20 +338,31 @@ def extract(
     dtype: Annotated[Optional[str], typer.Option(help="bfloat16|float16|float32.")] = None,
 ) -> None:
     """Extract residual-stream activations (official parquet schema + source text and offsets)."""
-    import polars as pl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from nla_probe.errors import InputError
     from nla_probe.nla.checkpoint import check_device, resolve_dtype
     from nla_probe.nla.extraction import extract_activations, write_activations
+    from nla_probe.nla.reconstructor import check_texts
 
     check_device(device)
-
+    if out.suffix != ".parquet":
+        raise InputError(f"--out {out}: expected a name ending in .parquet, found {out.name!r}")
+    _check_out(out)
     if texts.suffix in (".jsonl", ".ndjson"):
-        f = pl.read_ndjson(texts)
-        docs = f["text"].to_list()
-        ids = f["doc_id"].cast(pl.Utf8).to_list() if "doc_id" in f.columns else [f"{texts.stem}:{i}" for i in range(len(docs))]
+        docs, rows, _ = _read_texts(texts, "text", hint="one JSON object per line with a 'text' field")
+        check_texts(docs)
+        ids = [str(r["doc_id"]) if r.get("doc_id") is not None else f"{texts.stem}:{i}" for i, r in enumerate(rows)]
     else:
-        docs = [b.strip() for b in texts.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+        try:
+            raw = texts.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"--texts {texts}: no such file") from None
+        except UnicodeDecodeError as e:
+            raise InputError(f"--texts {texts}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        docs = [b.strip() for b in raw.split("\n\n") if b.strip()]
+        if not docs:
+            raise InputError(f"--texts {texts}: the file is empty (expected documents separated by blank lines)")
         ids = [f"{texts.stem}:{i}" for i in range(len(docs))]
     tok = AutoTokenizer.from_pretrained(str(model))
     placed = {"device_map": "auto"} if device == "auto" else {}
@@ -370,11 +382,33 @@ def bench(
     backend: Annotated[Optional[list[str]], typer.Option(help="Generation backends to measure (repeatable): hf, vllm.")] = None,
     device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads.",
+                                                   show_default="torch's own: one per physical CPU core")] = None,
+    scaling: Annotated[bool, typer.Option("--scaling", help="Instead: the default ablation suite at each "
+                                          "--scaling-n activations and copy detection at each --scaling-pairs "
+                                          "pairs, seconds per unit and peak RSS (each size in its own process).")] = False,
+    scaling_n: Annotated[Optional[list[int]], typer.Option(help="Activations per --scaling run (repeatable).",
+                                                           show_default="100, 400, 1600")] = None,
+    scaling_pairs: Annotated[Optional[list[int]], typer.Option(help="Copy-detection pairs per --scaling run "
+                                                               "(repeatable).", show_default="10000, 100000")] = None,
 ) -> None:
     """Measure throughput side by side in one run and print the ratios against their targets."""
+    if scaling:
+        import json as _json
+
+        from nla_probe.bench.runner import machine_line
+        from nla_probe.bench.scaling import ABLATE_NS, COPY_PAIRS, run_scaling
+
+        typer.echo(machine_line())
+        res = run_scaling(scaling_n or ABLATE_NS, scaling_pairs or COPY_PAIRS, threads=threads, echo=typer.echo)
+        typer.echo(machine_line())
+        if out is not None:
+            out.write_text(_json.dumps(res, indent=2))
+        return
     from nla_probe.bench.runner import run_benchmarks
 
-    run_benchmarks(av=av, ar=ar, n=n, only=only, backends=tuple(backend or ("hf",)), device=device, out=out)
+    run_benchmarks(av=av, ar=ar, n=n, only=only, backends=tuple(backend or ("hf",)), device=device, out=out,
+                   threads=threads)
 
 
 def fixtures(
