@@ -565,6 +565,12 @@ def _load_av(path: Path):
     return load_av(path)
 
 
+def _load_av_on(path: Path, device: str):
+    from nla_probe.nla.checkpoint import load_av
+
+    return load_av(path, device=device)
+
+
 def _load_ar(path: Path):
     from nla_probe.nla.checkpoint import load_ar
 
@@ -610,6 +616,8 @@ API_CASES: list[ApiCase] = [
             ("layers.0.input_layernorm.weight", "finite weights")),
     ApiCase("reconstruct_non_finite_output", lambda w: w.ar(), lambda p: _nan_head_after_load(p).reconstruct(["a", "b"]),
             "ModelOutputError", ("non-finite", "rows [0, 1]")),
+    ApiCase("load_av_device_cuda_without_cuda", lambda w: w.av(), lambda p: _load_av_on(p, "cuda"), "InputError",
+            ("'cuda'", "not available")),
     ApiCase("load_av_truncated_safetensors", lambda w: w.av(truncate={"model.safetensors": 100_000}),
             _load_av, "ContractError", ("model.safetensors", "truncated")),
     ApiCase("load_av_pickle_weights",

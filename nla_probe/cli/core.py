@@ -115,7 +115,7 @@ def inspect(
     console = Console()
     console.print(t)
     console.print("canonical AV prompt (the marker's embedding is replaced by the injected vector):", style="bold")
-    console.print(info["canonical_prompt"], markup=False, highlight=False)
+    typer.echo(info["canonical_prompt"])  # as is: no wrapping, no markup
 
 
 def grammar_hooks(grammar: str | None, scaffold: str | None = None, prefix: str | None = None,
@@ -399,9 +399,9 @@ def bench(
         from nla_probe.bench.runner import machine_line
         from nla_probe.bench.scaling import ABLATE_NS, COPY_PAIRS, run_scaling
 
-        typer.echo(machine_line())
+        typer.echo(machine_line(threads))
         res = run_scaling(scaling_n or ABLATE_NS, scaling_pairs or COPY_PAIRS, threads=threads, echo=typer.echo)
-        typer.echo(machine_line())
+        typer.echo(machine_line(threads))
         if out is not None:
             out.write_text(_json.dumps(res, indent=2))
         return
