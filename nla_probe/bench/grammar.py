@@ -101,53 +101,80 @@ def synthetic_vocab(size: int, seed: int = 0) -> list[bytes]:
     return out[:size]
 
 
+#: A representative explanation per built-in grammar (each accepted by it), walked token by token.
+WALK_TEXTS = {
+    "spans_only": '<explanation>\n"The phrase" "signals" "a legal clause", "with numbered items". "Final token" '
+                  '"opens"; "likely" "the", "a".\n</explanation>',
+    "scaffold_spans": '<explanation>\nToken "ing" after "birds were sing".\n\n"A satirical definition", "early".'
+                      '\n\n"A word piece".\n</explanation>',
+    "no_delimiters": "<explanation>\nThe text is a satirical dictionary entry with a headword and a part of speech, "
+                     "early in the text. The final token opens a word piece, likely continuing the verb.\n"
+                     "</explanation>",
+}
+
+
+def greedy_tokenize(index: dict, data: bytes) -> list[int]:
+    """Longest-match tokenisation of ``data`` over a vocabulary ``{bytes: id}`` holding every single byte."""
+    out, i = [], 0
+    longest = max(len(t) for t in index)
+    while i < len(data):
+        for k in range(min(longest, len(data) - i), 0, -1):
+            j = index.get(data[i:i + k])
+            if j is not None:
+                out.append(j)
+                i += k
+                break
+    return out
+
+
 @register_benchmark("grammar_mask_scaling")
 def grammar_mask_scaling(ctx: BenchContext) -> list[BenchResult]:
-    """Per-row, per-step time to fill the token mask of each built-in grammar (xgrammar), on
-    synthetic vocabularies of :data:`SCALING_VOCABS` tokens (no model involved), against the cost
-    of applying a mask to a ``[64, V]`` logits row block.  Each measurement walks 64 steps of the
-    grammar (a seeded random allowed token each step) and reports microseconds per row-step."""
+    """Per-row, per-step time to fill the token mask of each built-in grammar (xgrammar, one thread)
+    on synthetic vocabularies of :data:`SCALING_VOCABS` tokens (no model involved), and the time to
+    apply a mask to ``[64, V]`` logits.  Each grammar walks its :data:`WALK_TEXTS` explanation token
+    by token (longest-match tokenisation); the value is the mean over the walk's steps, in µs."""
     import numpy as np
     import torch
     import xgrammar as xgr
 
     from nla_probe.hooks import Grammar
 
-    grammars = {k: g.ebnf_text() for k, g in open_variants().items()}
-    grammars["spans_only_closed"] = Grammar(builtin="spans_only").ebnf_text()
+    grammars = {name: Grammar(builtin=name, scaffold="toy" if name == "scaffold_spans" else "").ebnf_text()
+                for name in WALK_TEXTS}
     results = []
     for v in SCALING_VOCABS:
-        vocab = synthetic_vocab(v)
+        vocab = [b"<|stop|>"] + synthetic_vocab(v)[1:]  # id 0 is the stop token
+        index = {t: i for i, t in enumerate(vocab) if i}
         info = xgr.TokenizerInfo(vocab, vocab_type=xgr.VocabType.RAW, vocab_size=v, stop_token_ids=[0])
         comp = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
         vals: dict[str, float] = {}
         compile_s: dict[str, float] = {}
+        bm = xgr.allocate_token_bitmask(1, v)
         for name, ebnf in grammars.items():
             t = time.perf_counter()
             cg = comp.compile_grammar(ebnf)
             compile_s[name] = time.perf_counter() - t
-            m = xgr.GrammarMatcher(cg)
-            bm = xgr.allocate_token_bitmask(1, v)
-            rng = np.random.default_rng(0)
-            spent, steps = 0.0, 0
-            for _ in range(64):
-                t = time.perf_counter()
-                m.fill_next_token_bitmask(bm, 0)
-                spent += time.perf_counter() - t
-                steps += 1
-                bits = np.unpackbits(bm[0].numpy().view(np.uint8), bitorder="little")[:v]
-                allowed = np.flatnonzero(bits[1:]) + 1  # token 0 is the stop token
-                if len(allowed) == 0 or m.is_terminated():
-                    break
-                m.accept_token(int(rng.choice(allowed)))
-            vals[name] = spent / steps * 1e6
+            ids = greedy_tokenize(index, WALK_TEXTS[name].encode("utf-8"))
+            best = float("inf")
+            for _ in range(2):  # the second walk sees warm caches; report the better
+                m = xgr.GrammarMatcher(cg)
+                spent = 0.0
+                for tok in ids:
+                    t = time.perf_counter()
+                    m.fill_next_token_bitmask(bm, 0)
+                    spent += time.perf_counter() - t
+                    if not m.accept_token(tok):
+                        raise RuntimeError(f"grammar_mask_scaling: {name} rejected its own walk text")
+                best = min(best, spent / len(ids) * 1e6)
+            vals[name] = best
         logits = torch.randn(64, v)
         mask = xgr.allocate_token_bitmask(64, v)
         t = time.perf_counter()
         for _ in range(20):
             xgr.apply_token_bitmask_inplace(logits, mask)
         vals["apply_64_rows"] = (time.perf_counter() - t) / 20 * 1e6
-        results.append(BenchResult(f"grammar_mask_scaling[{v}]", "µs per row-step to fill the mask (apply: per step, "
-                                   "64 rows)", vals, ("spans_only", "apply_64_rows"),
-                                   notes="compile s: " + ", ".join(f"{k}={s:.2f}" for k, s in compile_s.items())))
+        results.append(BenchResult(f"grammar_mask_scaling[{v}]", "µs per row-step to fill the mask (apply_64_rows: "
+                                   "µs per step for 64 rows)", vals, ("spans_only", "apply_64_rows"),
+                                   notes="compile s: " + ", ".join(f"{k}={x:.2f}" for k, x in compile_s.items())
+                                         + f"; {np.mean([len(t) for t in WALK_TEXTS.values()]):.0f}-character walks"))
     return results

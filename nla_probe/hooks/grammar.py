@@ -164,7 +164,9 @@ class _GrammarMask:
             self.bitmask.fill_(-1)  # finished rows: leave their (padding) logits alone
         self.batch.batch_fill_next_token_bitmask([self.matchers[i] for i in live], self.bitmask, live)
         xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), vocab_size=self.vocab_size)
-        best = scores.amax(dim=1).tolist()
+        # numpy's single-threaded max on CPU: torch's threaded reduction stalls on a busy machine
+        best = (scores.detach().numpy().max(axis=1) if scores.device.type == "cpu"
+                else scores.amax(dim=1)).tolist()
         for i in range(n):
             if self.done[i] or best[i] > DEAD_END_LOGIT:
                 continue
