@@ -180,10 +180,10 @@ def test_fit_decisions_for_the_released_pairs(released):
     eight = P.best(llama.options(8, 80))
     assert (eight.name, eight.args[3]) == ("vllm tp=4", "auto")
     qwen = P.best(P.plan_pair(*released["qwen2.5-7b"]).options(1, 80))
-    # AR (11.3 GiB) and the embedding table (152064*3584*2 B = 1.0 GiB) beside vLLM on one GPU:
-    # vLLM's share = floor((72.0 - 12.3) GiB / 80 GiB, 2 places) = 0.74
-    assert qwen.name == "vllm tp=1" and "gpu_memory_utilization=0.74" in qwen.args
-    assert "AR + AV embedding table 12.3 GiB beside vLLM rank 0 on cuda:0" in qwen.reason
+    # AR (11.3 GiB) and one batch of prompt embeddings (32*192*3584*2 B = 0.04 GiB) beside vLLM on one GPU:
+    # vLLM's share = floor((72.0 - 11.34) GiB / 80 GiB, 2 places) = 0.75
+    assert qwen.name == "vllm tp=1" and "gpu_memory_utilization=0.75" in qwen.args
+    assert "AR + AV prompt embeddings 11.3 GiB beside vLLM rank 0 on cuda:0" in qwen.reason
     g27 = P.plan_pair(*released["gemma3-27b"])
     assert P.best(g27.options(1, 80)) is None and P.best(g27.options(2, 80)).args[3] == "cuda:1"
 
@@ -293,8 +293,8 @@ def test_verbalize_refuses_before_loading(released, tmp_path, no_weights_loaded)
                                          r"AV 131.4 GiB weights"):
         _run("verbalize", "--av", released["llama3.3-70b"][0], "--data", data, "--out", tmp_path / "d.parquet",
              "--device", "cuda")
-    # vLLM asked to leave no room for the embedding table beside it: 80 GiB * (1 - 0.99) - 1 GiB context = -0.2 GiB
-    with pytest.raises(InputError, match=r"the AV embedding table \(1.0 GiB on cuda beside vLLM's share\) does not "
+    # vLLM asked to leave no room for the prompt embeddings beside it: 80 GiB * (1 - 0.99) - 1 GiB context = -0.2 GiB
+    with pytest.raises(InputError, match=r"the AV prompt embeddings \(0.0 GiB on cuda beside vLLM's share\) do not "
                                          r"fit in the -0.2 GiB left next to vLLM's gpu_memory_utilization=0.99"):
         _run("verbalize", "--av", released["qwen2.5-7b"][0], "--data", data, "--out", tmp_path / "d.parquet",
              "--device", "cuda", "--backend", "vllm", "--backend-opt", "gpu_memory_utilization=0.99")

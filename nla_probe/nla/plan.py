@@ -27,8 +27,8 @@ the CUDA context and fragmentation).  Options, each with the reason it does or d
 ``hf`` on one GPU (AV and AR together); ``hf`` with ``device="auto"`` over g GPUs (the total over g
 GPUs, and no single block larger than one GPU); ``vllm`` with tensor parallelism t (t divides the
 attention heads; vLLM's share per GPU = AV weights/t + activations/t + KV for one full sequence +
-overhead; the torch side of the process, the AV's embedding table (prompt embeddings; no second copy of
-the AV) and the AR, goes beside vLLM's share on ``cuda:0`` with ``gpu_memory_utilization`` lowered to
+overhead; the torch side of the process, the AV's prompt embeddings of one batch (their rows are read
+from the checkpoint file; no second copy of the AV or of its embedding table) and the AR, goes beside vLLM's share on ``cuda:0`` with ``gpu_memory_utilization`` lowered to
 leave it room, else on a GPU of its own ``cuda:t``, else sharded with ``device="auto"``).
 """
 
@@ -161,9 +161,10 @@ def ar_params(s: Shape) -> int:
     return s.vocab * s.d + s.layers * block_params(s) + s.d * s.d
 
 
-def embedding_bytes(s: Shape, w: Workload) -> int:
-    """The input embedding table ``V·d`` in the run dtype (the vLLM path builds prompt embeddings from it)."""
-    return s.vocab * s.d * w.dtype_bytes
+def prompt_embedding_bytes(s: Shape, w: Workload) -> int:
+    """The prompt embeddings of one batch, ``B·T_prompt·d`` in the run dtype: what the vLLM path holds
+    beside vLLM (it reads only the prompt's rows of the embedding table from the checkpoint file)."""
+    return w.batch_size * w.prompt_tokens * s.d * w.dtype_bytes
 
 
 def kv_bytes_per_token(s: Shape, dtype_bytes: int) -> int:
@@ -278,10 +279,9 @@ def options(av: Shape, cav: Component | None, car: Component | None, w: Workload
     usable = int(gpu_mem * utilization)
     out: list[Option] = []
     max_len = 256 * math.ceil(w.seq_tokens / 256)
-    # Beside vLLM, the process holds the AV's embedding table (to build prompt embeddings) and the AR,
-    # both on ``--device``.
-    host = (embedding_bytes(av, w) if cav is not None else 0) + (car.total if car is not None else 0)
-    host_txt = ("embedding table" if car is None else "AR + AV embedding table") + f" {gib_text(host)}"
+    # Beside vLLM, the process holds the AV's prompt embeddings of one batch and the AR, on ``--device``.
+    host = (prompt_embedding_bytes(av, w) if cav is not None else 0) + (car.total if car is not None else 0)
+    host_txt = ("AV prompt embeddings" if car is None else "AR + AV prompt embeddings") + f" {gib_text(host)}"
     for t in (1, 2, 4, 8, 16) if cav is not None else ():
         if t > gpus or not valid_tensor_parallel(av, t):
             continue

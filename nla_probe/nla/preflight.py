@@ -25,9 +25,9 @@ from nla_probe.nla.plan import (
     PairPlan,
     Workload,
     best,
-    embedding_bytes,
     gib_text,
     plan_pair,
+    prompt_embedding_bytes,
     valid_tensor_parallel,
     vllm_need,
 )
@@ -46,7 +46,7 @@ def requested_option(plan: PairPlan, stage: str, *, gpus: int, gpu_mem: int, bac
     ``device``: ``cuda``/``cuda:i`` (one GPU) or ``auto`` (sharded over all GPUs).  With vLLM the AR
     sits on ``device``: beside vLLM's share on a GPU vLLM uses (then it must fit in the
     ``1 - gpu_memory_utilization`` vLLM leaves, minus :data:`CUDA_CONTEXT`), on a GPU of its own, or
-    sharded (``auto``, 1/gpus of it on each GPU); the AV's embedding table (prompt embeddings) goes with it.
+    sharded (``auto``, 1/gpus of it on each GPU); the AV's prompt embeddings of one batch go with it.
     """
     opts = plan.options(gpus, gpu_mem / GiB, utilization, stage)
     if backend != "vllm":
@@ -68,8 +68,8 @@ def requested_option(plan: PairPlan, stage: str, *, gpus: int, gpu_mem: int, bac
         return Option(f"vllm tp={t}", "vllm", t, False, f"vLLM needs {gib_text(need)} per GPU, its share "
                       f"gpu_memory_utilization={vllm_utilization:g} x {gib_text(gpu_mem)} is {gib_text(share)}", need)
     car = plan.ar_mem if stage == "pair" else None
-    host = embedding_bytes(plan.av, w) + (car.total if car is not None else 0)
-    what = "the AR and the AV embedding table" if car is not None else "the AV embedding table"
+    host = prompt_embedding_bytes(plan.av, w) + (car.total if car is not None else 0)
+    what = "the AR and the AV prompt embeddings" if car is not None else "the AV prompt embeddings"
     idx = device.partition(":")[2]
     left = gpu_mem - share - CUDA_CONTEXT
     if device == "auto":
@@ -79,8 +79,7 @@ def requested_option(plan: PairPlan, stage: str, *, gpus: int, gpu_mem: int, bac
     else:
         here, where = host, f"on {device} beside vLLM's share"
     if here > left:
-        verb = "do" if car is not None else "does"
-        return Option(f"vllm tp={t}", "vllm", t, False, f"{what} ({gib_text(here)} {where}) {verb} not fit in the "
+        return Option(f"vllm tp={t}", "vllm", t, False, f"{what} ({gib_text(here)} {where}) do not fit in the "
                       f"{gib_text(left)} left next to vLLM's gpu_memory_utilization={vllm_utilization:g}", need)
     return Option(f"vllm tp={t}", "vllm", t, True, f"vLLM needs {gib_text(need)} of its {gib_text(share)} per GPU",
                   need)
