@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 from explorer_support import DENOM, make_run
 
-from nla_probe.ablate import explorer
+from nla_probe.ablate import page_data
 from nla_probe.ablate.attribution import attribute_run, load_attribution, select_rows
-from nla_probe.ablate.explorer import build_data, choose_rows, text_spans, utf16_offsets
-from nla_probe.ablate.explorer_html import ExplorerView, json_for_script, write_html
+from nla_probe.ablate.explorer import ExplorerView, json_for_script, write_html
+from nla_probe.ablate.page_data import build_data, choose_rows, text_spans, utf16_offsets
 from nla_probe.ablate.result import AblationResult
 from nla_probe.errors import InputError, UnknownNameError
 from nla_probe.surgery.view import INK, PALETTE, ColourScale, nice_limit, show_attribution
@@ -64,7 +64,7 @@ def test_choose_rows_all_under_the_cap_and_sampled_beyond():
 
 
 def test_choose_rows_random_part_is_seeded(monkeypatch):
-    monkeypatch.setattr(explorer, "TOP_DROPS", 1)
+    monkeypatch.setattr(page_data, "TOP_DROPS", 1)
     f = _frame({"base": [0.0] * 10, "x": [-i / 10 for i in range(10)]})
     a, note = choose_rows(f, "base", ["base", "x"], 5, [2], seed=0)
     b, _ = choose_rows(f, "base", ["base", "x"], 5, [2], seed=0)

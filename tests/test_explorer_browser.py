@@ -161,7 +161,7 @@ def _fragment_page(result: AblationResult, path: Path) -> Path:
 
 def _inserted_page(result: AblationResult, path: Path) -> Path:
     """The notebook fragment inserted with innerHTML and its scripts re-created, as Jupyter does."""
-    from nla_probe.ablate.explorer_html import json_for_script
+    from nla_probe.ablate.explorer import json_for_script
 
     path.write_text(
         "<!doctype html><html><head><meta charset='utf-8'></head><body><div id='out'></div>"
@@ -200,7 +200,7 @@ def test_ten_thousand_activations_by_ten_conditions(tmp_path, browser):
              "early in the text.\n\nA word start." for i in range(n)]
     fve = np.random.default_rng(0).normal(0.3, 0.4, (len(conds), n))
     r = AblationResult.load(make_run(tmp_path / "big", texts, fve, conds, distinct=True))
-    from nla_probe.ablate.explorer_html import write_html
+    from nla_probe.ablate.explorer import write_html
 
     t0 = time.monotonic()
     path = write_html(r)

@@ -1,266 +1,254 @@
-"""The run explorer's data: what ``report.html`` and the notebook view show, as one JSON-able dict.
+"""``report.html``: the run explorer as one self-contained page, and the same view in notebooks.
 
-:func:`build_data` reads an :class:`~nla_probe.ablate.result.AblationResult` and returns, per
-experiment: the conditions (description, banned delimiter families), one entry per activation
-(``sample_id``, document, position) with, per condition, ``fve_nrm``, the AV's explanation, the
-text the AR scored, tag status, token counts and the kind's own columns; the delimiter spans of
-every text (all registered families, all nesting depths, from :func:`nla_probe.text.spans.find_spans`);
-and the leave-one-out attribution rows stored by the run (:mod:`nla_probe.ablate.attribution`).
-:mod:`nla_probe.ablate.explorer_html` turns the dict into the page.
+The page is a Jinja2 template (``explorer_assets/page.html.j2``, autoescaped) around the data of
+:func:`nla_probe.ablate.page_data.build_data`, embedded as JSON in a
+``<script type="application/json">`` block, and a small plain-JavaScript viewer
+(``explorer_assets/explorer.js``, no library) that builds the decode browser from it.  Figures are
+embedded as base64 PNG, so the file opens from disk with no network and no server.
 
-Offsets in the dict are UTF-16 code units (what JavaScript strings index), not the code points of
-the parquet files; they differ only for characters above U+FFFF.
-
-Size cap (``max_rows`` activations per experiment, default :data:`MAX_ROWS`): beyond it the page
-keeps every attributed row, the :data:`TOP_DROPS` largest FVE drops against the baseline under each
-condition, and a seeded random sample of the rest; the page says so and how many.
+Safety: explanations are untrusted model output.  Template values are HTML-escaped; the JSON block
+escapes ``<``, ``>``, ``&``, U+2028 and U+2029 (:func:`json_for_script`), so no text can close the
+script element; the viewer inserts data with ``textContent`` only.  The standalone page also sends
+a Content-Security-Policy that allows no network access and runs only its own two scripts (by hash).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import math
-from collections.abc import Sequence
+import re
+import secrets
+from importlib import resources
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from nla_probe.errors import InputError
 
-#: Default cap on activations per experiment in one page.
-MAX_ROWS = 10_000
-#: Rows with the largest drops kept per condition when sampling.
-TOP_DROPS = 20
-#: Result columns shown per condition in the detail view (besides fve_nrm, explanation, text).
-DETAIL_COLUMNS = ("tag_status", "n_tokens", "finish_reason", "ar_tokens", "overflow", "cos", "mse_nrm")
-_ID_COLUMNS = ("experiment", "condition", "sample_id", "doc_id", "position", "explanation", "text", "fve_nrm")
+HTML_NAME = "report.html"
+#: Cap on activations per experiment in a notebook view (a page file takes :data:`nla_probe.ablate.page_data.MAX_ROWS`).
+NOTEBOOK_ROWS = 2_000
+_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-class _Strings:
-    """A table of distinct strings; the dict refers to strings by index."""
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}
-
-    def add(self, s: Any) -> int:
-        if s is None:
-            return -1
-        s = str(s)
-        k = self.index.get(s)
-        if k is None:
-            k = self.index[s] = len(self.index)
-        return k
-
-    def many(self, values: Sequence[Any]) -> list[int]:
-        return [self.add(v) for v in values]
-
-    @property
-    def values(self) -> list[str]:
-        return list(self.index)
+def json_for_script(obj: Any) -> str:
+    """``obj`` as JSON that is safe inside ``<script type="application/json">`` (module doc)."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return re.sub("[<>&\u2028\u2029]", lambda m: _ESCAPES[m.group()], text)
 
 
-def utf16_offsets(text: str) -> list[int] | None:
-    """Code-point offset -> UTF-16 offset table of ``text`` (None when they coincide)."""
-    if text.isascii() or max(text) < "\U00010000":
+def _asset(name: str) -> str:
+    return (resources.files("nla_probe.ablate") / "explorer_assets" / name).read_text(encoding="utf-8")
+
+
+def _env() -> Any:
+    import jinja2
+
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True)
+
+
+# ------------------------------------------------------------------------------------ report.md
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _inside(root: Path, src: str) -> Path | None:
+    """``root / src`` if it is a file inside ``root`` (no absolute paths, no ``..`` escapes)."""
+    if not src or "://" in src or src.startswith(("/", "data:")):
         return None
-    out, pos = [0], 0
-    for ch in text:
-        pos += 2 if ord(ch) > 0xFFFF else 1
-        out.append(pos)
+    p = (root / src).resolve()
+    try:
+        p.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return p if p.is_file() and p.suffix.lower() == ".png" else None
+
+
+def read_report(root: Path, experiments: list[str]) -> tuple[dict[str, list[dict]], str]:
+    """Figures of ``report.md`` per experiment (``[{src, caption}]``, PNGs as data URIs) and the
+    whole report rendered to HTML (raw HTML in the markdown is escaped, images embedded)."""
+    from markdown_it import MarkdownIt
+
+    path = root / "report.md"
+    if not path.is_file():
+        return {}, ""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(path.read_text(encoding="utf-8"))
+    figures: dict[str, list[dict]] = {}
+    section = None
+    for k, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.tag == "h2":
+            title = re.sub(r"^\d+\.\s*", "", tokens[k + 1].content)
+            section = next((e for e in experiments if title == e or title.startswith(e + ":")), None)
+        for child in tok.children or []:
+            if child.type != "image":
+                continue
+            src = child.attrGet("src") or ""
+            file = _inside(root, src)
+            if file is None:
+                continue
+            uri = _data_uri(file)
+            child.attrSet("src", uri)
+            if section is not None:
+                figures.setdefault(section, []).append({"src": uri, "caption": child.content})
+    return figures, md.renderer.render(tokens, md.options, {})
+
+
+# ------------------------------------------------------------------------------------ summary
+
+def _f(x: Any, fmt: str = "+.3f") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, fmt)
+
+
+def _p(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
+
+
+def summaries(result: Any, experiments: list[str], figures: dict[str, list[dict]]) -> list[dict]:
+    """Per experiment: description, setup and definition lines, the condition table, figures."""
+    s_all = result.summary()
+    out = []
+    for name in experiments:
+        spec = result.spec(name)
+        m = spec.metrics
+        denom, source = result._denominator(name)
+        sel = result.info.get("selection", {}).get(name, {})
+        rows = []
+        if s_all.height:
+            for r in result.summary(name).iter_rows(named=True):
+                rows.append({
+                    "condition": r["condition"], "baseline": r["condition"] == spec.baseline,
+                    "estimate": _f(r["estimate"]), "ci": f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+                    "n": r["n"], "docs": r["n_clusters"],
+                    "diff": "—" if r.get("diff") is None else
+                    f"{_f(r['diff'])} [{_f(r['diff_low'])}, {_f(r['diff_high'])}]",
+                    "pairs": r.get("n_pairs"), "p": _p(r.get("p")), "p_bh": _p(r.get("p_bh")),
+                    "tag_ok": _f(r.get("tag_ok"), ".2f")})
+        out.append({
+            "name": name, "kind": spec.kind, "description": spec.description.strip(), "metric": m.primary,
+            "baseline": spec.baseline, "rows": rows, "figures": figures.get(name, []),
+            "level": f"{m.level * 100:g}%",
+            "definitions": [
+                (f"fve_nrm = 1 − mse_nrm / Var(v_nrm); Var(v_nrm) = {denom:.6g} ({source})." if m.primary == "fve_nrm"
+                 else f"primary metric {m.primary} (docs/metrics.md); FVE denominator {denom:.6g} ({source})."),
+                (f"CI: {m.level * 100:g}% percentile bootstrap clustered by document ({m.n_boot} resamples, "
+                 f"seed {spec.seed}); n = activations, docs = documents."),
+                (f"Δ vs {spec.baseline}: condition − baseline on the same activations (paired by sample_id), "
+                 "with its clustered CI."),
+                (f"p: Wilcoxon signed-rank on per-{m.wilcoxon_unit} paired differences; p_bh: Benjamini–Hochberg "
+                 "adjusted over every test of the run."),
+            ],
+            "setup": f"{sel.get('n_selected', '?')} activations from {sel.get('n_docs', '?')} documents; "
+                     f"decoding {'sampled' if spec.sampling.do_sample else 'greedy'}, at most "
+                     f"{spec.sampling.max_new_tokens} new tokens.",
+        })
     return out
 
 
-def _to16(table: list[int] | None, k: int) -> int:
-    return k if table is None else table[k]
+def _pair_line(info: dict) -> tuple[str, bool]:
+    from nla_probe import defaults
+
+    pair = info.get("pair", {})
+    av = str(pair.get("av", {}).get("path", "?"))
+    toy = False
+    try:
+        toy = Path(av).resolve().is_relative_to(Path(defaults.TOY_DIR).resolve())
+    except (OSError, ValueError):
+        pass
+    data = Path(str(info.get("data", {}).get("path", "?"))).name
+    return (f"AV {Path(av).parent.name}/{Path(av).name}, layer {pair.get('layer', '?')}, d_model "
+            f"{pair.get('d_model', '?')}; data {data}; created {info.get('created', '?')}"), toy
 
 
-def _num(x: Any) -> Any:
-    """JSON-safe scalar: NaN/inf -> None."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (np.floating, np.integer)):
-        return _num(x.item())
-    return x
+# ------------------------------------------------------------------------------------ rendering
+
+def render(result: Any, data: dict, *, standalone: bool = True, report_html: str = "",
+           figures: dict[str, list[dict]] | None = None) -> str:
+    """The page (``standalone``) or a fragment for a notebook output, as a string."""
+    names = [e["name"] for e in data["experiments"]]
+    if figures is None:
+        figures, report_html = read_report(result.root, names)
+    pair, toy = _pair_line(result.info)
+    uid = "nlx-" + secrets.token_hex(6)
+    js = _asset("explorer.js")
+    boot = f'nlaExplorer(document.getElementById("{uid}"), {json.dumps({"hash": standalone})});'
+    ctx = {"uid": uid, "title": "nla-probe run explorer", "root": str(result.root.name), "pair": pair, "toy": toy,
+           "summaries": summaries(result, names, figures), "report_html": report_html,
+           "data_json": json_for_script(data), "js": js, "boot": boot, "css": _asset("explorer.css"),
+           "standalone": standalone}
+    if standalone:
+        digest = [base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() for s in (js, boot)]
+        ctx["csp"] = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src "
+                      + " ".join(f"'sha256-{d}'" for d in digest))
+    import markupsafe
+
+    ctx["report_html"] = markupsafe.Markup(report_html)  # rendered by markdown-it with html disabled
+    for k in ("data_json", "js", "boot", "css"):
+        ctx[k] = markupsafe.Markup(ctx[k])
+    return _env().from_string(_asset("page.html.j2")).render(**ctx)
 
 
-def text_spans(text: str, families: dict[str, int]) -> list[int]:
-    """Flat ``[start, end, family index, depth, ...]`` of every span of ``text`` (UTF-16 offsets)."""
-    from nla_probe.text.spans import parse_raw
+def write_html(result: Any, out: str | Path | None = None, *, max_rows: int | None = None, seed: int = 0) -> Path:
+    """Write ``report.html`` into ``out`` (default: the run directory, beside ``report.md``)."""
+    from nla_probe.ablate.page_data import MAX_ROWS, build_data
 
-    raw, _ = parse_raw(text, tuple(families))
-    if not raw:
-        return []
-    t16 = utf16_offsets(text)
-    out: list[int] = []
-    for s in sorted(raw, key=lambda t: (t[0], -t[1])):
-        out += [_to16(t16, s[0]), _to16(t16, s[1]), families[s[4]], s[7]]
-    return out
-
-
-def choose_rows(frame: Any, baseline: str, conditions: Sequence[str], max_rows: int, keep: Sequence[int],
-                seed: int = 0) -> tuple[list[int], str]:
-    """Sample ids shown for one experiment and a sentence saying which (module doc)."""
-    import polars as pl
-
-    ids = sorted(set(frame["sample_id"].to_list()))
-    if len(ids) <= max_rows:
-        return ids, f"all {len(ids)} activations"
-    known = set(ids)
-    chosen = [s for s in dict.fromkeys(keep) if s in known][:max_rows]
-    base = frame.filter(pl.col("condition") == baseline).select("sample_id", pl.col("fve_nrm").alias("_b"))
-    n_keep = len(chosen)
-    for cond in conditions:
-        if cond == baseline or len(chosen) >= max_rows:
-            continue
-        d = (frame.filter(pl.col("condition") == cond).join(base, on="sample_id")
-             .with_columns((pl.col("_b") - pl.col("fve_nrm")).alias("_d")).drop_nans("_d").drop_nulls("_d")
-             .sort(["_d", "sample_id"], descending=[True, False]).head(TOP_DROPS))
-        taken = set(chosen)
-        chosen += [s for s in d["sample_id"].to_list() if s not in taken][:max_rows - len(chosen)]
-    n_top = len(chosen) - n_keep
-    rest = np.array(sorted(known - set(chosen)), dtype=np.int64)
-    need = max_rows - len(chosen)
-    rng = np.random.default_rng(seed)
-    sample = rest[rng.permutation(rest.size)[:need]].tolist() if need > 0 else []
-    chosen = sorted(set(chosen) | set(sample))
-    note = (f"{len(chosen)} of {len(ids)} activations (cap {max_rows}): the {n_keep} with ΔFVE attribution, "
-            f"the {n_top} largest FVE drops against {baseline} (up to {TOP_DROPS} per condition) and a random "
-            f"sample (seed {seed}) of {len(sample)} others; every row is in the result parquet")
-    return chosen, note
+    out = Path(out) if out is not None else result.root
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_data(result, max_rows=max_rows or MAX_ROWS, seed=seed)
+    figures, report_html = read_report(out, [e["name"] for e in data["experiments"]])
+    page = render(result, data, standalone=True, report_html=report_html, figures=figures)
+    path = out / HTML_NAME
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
-def _condition_text(spec: Any, cond: Any) -> str:
-    from nla_probe.ablate.report import describe_condition
+class ExplorerView:
+    """The explorer of a run in a notebook cell (``_repr_html_``); ``.save(path)`` writes a page."""
 
-    line = describe_condition(spec, cond)
-    return line[2:].replace("`", "") if line.startswith("- ") else line.replace("`", "")
+    def __init__(self, result: Any, data: dict):
+        self.result, self.data = result, data
 
+    def _repr_html_(self) -> str:
+        return render(self.result, self.data, standalone=False)
 
-def _attribution(att: Any, name: str, expl_by_id: dict[int, str], families: dict[str, int]) -> tuple[dict, list]:
-    """``{str(sample_id): {full, why, parts}}`` for rows whose stored explanation is the shown one."""
-    import polars as pl
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix.lower() not in (".html", ".htm"):
+            raise InputError(f"save: expected a path ending in .html, found {str(path)!r}")
+        path.write_text(render(self.result, self.data, standalone=True), encoding="utf-8")
+        return path
 
-    out: dict[str, dict] = {}
-    deltas: list[float] = []
-    if att is None or att.height == 0:
-        return out, deltas
-    sub = att.filter(pl.col("experiment") == name).sort(["sample_id", "unit", "index"],
-                                                         descending=[False, True, False])  # spans first
-    for (sid,), g in sub.group_by("sample_id", maintain_order=True):
-        text = expl_by_id.get(int(sid))
-        if text is None or g["explanation"][0] != text:
-            continue
-        t16 = utf16_offsets(text)
-        parts = []
-        for r in g.iter_rows(named=True):
-            parts.append([0 if r["unit"] == "span" else 1, _to16(t16, r["start"]), _to16(t16, r["end"]),
-                          families.get(r["family"], -1) if r["family"] else -1, _num(r["delta_fve"]),
-                          _num(r["fve_without"])])
-            if r["delta_fve"] is not None and math.isfinite(r["delta_fve"]):
-                deltas.append(r["delta_fve"])
-        out[str(int(sid))] = {"full": _num(g["fve_full"][0]), "why": g["reason"][0], "families": g["families"][0],
-                              "parts": parts}
-    return out, deltas
+    def __repr__(self) -> str:
+        n = sum(len(e["ids"]) for e in self.data["experiments"])
+        return f"ExplorerView({str(self.result.root)!r}, {n} activation rows)"
 
 
-def experiment_data(result: Any, name: str, strings: _Strings, families: dict[str, int], *, max_rows: int,
-                    rows: Sequence[int] | None, seed: int, att: Any) -> dict:
-    """The page data of one experiment (module doc)."""
-    import polars as pl
+def view(result: Any, rows: Any = None, *, experiment: str | None = None, max_rows: int = NOTEBOOK_ROWS,
+         seed: int = 0) -> ExplorerView:
+    """:class:`ExplorerView` of ``result``: ``rows`` = an int (cap), a list of sample ids, or None."""
+    from nla_probe.ablate.page_data import build_data
 
-    from nla_probe.ablate.kinds import get_experiment
-    from nla_probe.hooks.leak_audit import banned_families
-    from nla_probe.surgery.view import ColourScale, nice_limit
-
-    spec = result.spec(name)
-    kind = get_experiment(spec.kind)
-    extras = list(kind.columns)
-    present = result.scan(name).collect_schema().names()
-    cols = [c for c in dict.fromkeys([*_ID_COLUMNS, *DETAIL_COLUMNS, *extras]) if c in present]
-    f = result.scan(name).select(cols).collect()
-    conds = [c.name for c in spec.conditions if c.name in set(f["condition"].to_list())]
-    keep = [] if att is None else att.filter(pl.col("experiment") == name)["sample_id"].unique().to_list()
-    if rows is not None:
-        want = {int(r) for r in rows}
-        ids = sorted(want & set(f["sample_id"].to_list()))
-        note = f"{len(ids)} activations chosen by the caller (of {f['sample_id'].n_unique()})"
-    else:
-        ids, note = choose_rows(f.select("condition", "sample_id", "fve_nrm"), spec.baseline, conds, max_rows,
-                                keep, seed)
-    copy = None
-    if spec.kind == "copying":
-        from nla_probe.ablate.explorer_copying import copy_view, to16
-
-        measured = {c: dict(zip(g["sample_id"].to_list(), g["text"].to_list()))
-                    for (c,), g in f.group_by("condition", maintain_order=True)}
-        copy = copy_view(result, spec, ids, measured, strings.add, to16)
-    order = pl.DataFrame({"sample_id": ids}, schema={"sample_id": f.schema["sample_id"]})
-    f = f.filter(pl.col("sample_id").is_in(ids))
-    meta = order.join(f.unique("sample_id", keep="first").select("sample_id", "doc_id", "position"),
-                      on="sample_id", how="left")
-    out_conds = []
-    expl_by_id: dict[int, str] = {}
-    for c in spec.conditions:
-        if c.name not in conds:
-            continue
-        g = order.join(f.filter(pl.col("condition") == c.name), on="sample_id", how="left")
-        expl = g["explanation"].to_list()
-        if c.name == spec.baseline:
-            expl_by_id = {int(s): e for s, e in zip(ids, expl) if e is not None}
-        text = g["text"].to_list()
-        entry = {
-            "name": c.name, "desc": _condition_text(spec, c), "baseline": c.name == spec.baseline,
-            "banned": [families[x] for x in banned_families(c.hooks) if x in families],
-            "edits": bool(c.transforms),
-            "fve": [_num(x) for x in g["fve_nrm"].to_list()],
-            "expl": strings.many(expl),
-            "text": [-2 if t == e else strings.add(t) for t, e in zip(text, expl)],
-            "cols": {k: ([strings.add(v) if v is not None else -1 for v in g[k].to_list()]
-                         if g.schema[k] == pl.Utf8 else [_num(v) for v in g[k].to_list()])
-                     for k in [*DETAIL_COLUMNS, *extras] if k in g.columns},
-            "strcols": [k for k in [*DETAIL_COLUMNS, *extras] if k in g.columns and g.schema[k] == pl.Utf8],
-        }
-        out_conds.append(entry)
-    attr, deltas = _attribution(att, name, expl_by_id, families)
-    n_att = 0 if att is None else att.filter(pl.col("experiment") == name)["sample_id"].n_unique()
-    sel = result.info.get("selection", {}).get(name, {})
-    return {
-        "name": name, "kind": spec.kind, "baseline": spec.baseline, "metric": spec.metrics.primary,
-        "denominator": result._denominator(name)[0], "n_total": int(sel.get("n_selected", len(ids))),
-        "ids": ids, "doc": strings.many(meta["doc_id"].to_list()),
-        "pos": [_num(x) for x in meta["position"].to_list()], "conds": out_conds, "rows_note": note,
-        "attr": attr, "attr_n": n_att, "scale": ColourScale(nice_limit(deltas)).to_dict(),
-        "attr_families": sorted({v["families"] for v in attr.values()}), "copy": copy,
-    }
+    ids = None
+    if isinstance(rows, bool) or (rows is not None and not isinstance(rows, int) and not hasattr(rows, "__iter__")):
+        raise InputError(f"rows: expected an int, a list of sample ids or None, found {rows!r}")
+    if isinstance(rows, int):
+        if rows < 1:
+            raise InputError(f"rows: expected an integer >= 1, found {rows}")
+        max_rows = rows
+    elif rows is not None:
+        ids = [int(r) for r in rows]
+    exps = [experiment] if experiment is not None else None
+    return ExplorerView(result, build_data(result, experiments=exps, rows=ids, max_rows=max_rows, seed=seed))
 
 
-def build_data(result: Any, *, experiments: Sequence[str] | None = None, rows: Sequence[int] | None = None,
-               max_rows: int = MAX_ROWS, seed: int = 0) -> dict:
-    """The explorer dict of ``result`` (module doc).
-
-    Args:
-        result: an :class:`~nla_probe.ablate.result.AblationResult`.
-        experiments: which experiments (default: all).
-        rows: show exactly these ``sample_id`` s (default: all, sampled beyond ``max_rows``).
-        max_rows: cap on activations per experiment.
-        seed: seed of the random sample beyond the cap.
-    """
-    from nla_probe.ablate.attribution import load_attribution
-    from nla_probe.text.delimiters import expand_family_names
-
-    if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1:
-        raise InputError(f"max_rows: expected an integer >= 1, found {max_rows!r}")
-    names = list(experiments) if experiments is not None else result.experiments
-    for n in names:
-        result._check(n)
-    fams = {f: i for i, f in enumerate(expand_family_names("all"))}
-    strings = _Strings()
-    att = load_attribution(result.root)
-    exps = [experiment_data(result, n, strings, fams, max_rows=max_rows, rows=rows, seed=seed, att=att)
-            for n in names]
-    values = strings.values
-    return {"version": 1, "families": list(fams), "strings": values,
-            "spans": [text_spans(s, fams) for s in values], "experiments": exps}
-
-
-__all__ = ["DETAIL_COLUMNS", "MAX_ROWS", "TOP_DROPS", "build_data", "choose_rows", "experiment_data", "text_spans",
-           "utf16_offsets"]
+__all__ = ["HTML_NAME", "NOTEBOOK_ROWS", "ExplorerView", "json_for_script", "read_report", "render", "summaries",
+           "view", "write_html"]

@@ -239,9 +239,9 @@ class AblationResult:
 
     def write_report(self, out: str | Path | None = None) -> Path:
         """Write ``report.md``, ``figures/*.png``, ``tables/*.csv`` and ``report.html`` (the run
-        explorer, :mod:`nla_probe.ablate.explorer_html`) into ``out`` (default: :attr:`root`);
+        explorer, :mod:`nla_probe.ablate.explorer`) into ``out`` (default: :attr:`root`);
         returns the path of ``report.md``."""
-        from nla_probe.ablate.explorer_html import write_html
+        from nla_probe.ablate.explorer import write_html
         from nla_probe.ablate.report import build_report
 
         out = Path(out) if out is not None else self.root
@@ -278,14 +278,14 @@ class AblationResult:
         Args:
             rows: an int (at most that many activations per experiment, sampled as in
                 ``report.html``), a list of ``sample_id`` s, or None (up to
-                :data:`nla_probe.ablate.explorer_html.NOTEBOOK_ROWS`).
+                :data:`nla_probe.ablate.explorer.NOTEBOOK_ROWS`).
             experiment: one experiment (default: all).
 
         Returns:
-            An :class:`~nla_probe.ablate.explorer_html.ExplorerView`; Jupyter renders it, ``.save(path)``
+            An :class:`~nla_probe.ablate.explorer.ExplorerView`; Jupyter renders it, ``.save(path)``
             writes a standalone page.
         """
-        from nla_probe.ablate.explorer_html import view
+        from nla_probe.ablate.explorer import view
 
         if experiment is not None:
             self._check(experiment)

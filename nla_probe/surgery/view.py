@@ -2,7 +2,7 @@
 
 :func:`show_attribution` turns a :func:`~nla_probe.surgery.scoring.span_attribution` frame (and the
 explanations it was computed on) into an object that Jupyter renders as highlighted text; the frame
-itself is unchanged.  The run explorer (:mod:`nla_probe.ablate.explorer`) uses the same colour scale.
+itself is unchanged.  The run explorer (:mod:`nla_probe.ablate.page_data`) uses the same colour scale.
 
 Colour scale (:class:`ColourScale`): ``ΔFVE = fve_full − fve_without`` in FVE units (a fraction of
 the denominator ``B``; +0.1 = removing the part costs 10% of ``B``).  Seven bins of equal width
