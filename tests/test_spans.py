@@ -123,6 +123,18 @@ def test_errors():
         find_spans(b"x")  # type: ignore[arg-type]
 
 
+def test_sentence_end_needs_any_whitespace_after_it():
+    text = "A.\u2003B. C.x D"
+    assert sentence_bounds(text) == [(0, 2), (3, 5), (6, 11)]  # em space ends "A."; ".x" is no end
+
+
+def test_apostrophes_inside_words_are_not_marks():
+    text = "it's 'the model's' \u2018don\u2019t\u2019"
+    got = [(text[s.start:s.end], s.depth) for s in find_spans(text, "quotes").spans]
+    assert got == [("'the model's'", 0), ("\u2018don\u2019t\u2019", 0)]
+    assert find_spans(text, "quotes").problems == ()
+
+
 def test_sentence_bounds_ignore_ends_inside_quotes():
     text = 'The phrase "I am Qwen. I belong." suggests more. Final token here!\n\nNext (a. b) x.'
     got = [text[a:b] for a, b in sentence_bounds(text)]

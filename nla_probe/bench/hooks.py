@@ -22,7 +22,7 @@ def hook_ban_throughput(ctx: BenchContext) -> list[BenchResult]:
     alternate ``REPEATS`` times and the best throughput of each is reported (the least disturbed
     run, as ``timeit`` does: on a shared machine the median mostly measures the neighbours).
     """
-    from nla_probe.bench.common import _eval_vectors
+    from nla_probe.bench.common import _eval_vectors, timed
     from nla_probe.hooks import BanChars, MinNewTokens
     from nla_probe.nla.checkpoint import load_av
 
@@ -47,10 +47,13 @@ def hook_ban_throughput(ctx: BenchContext) -> list[BenchResult]:
         vals = {k: max(v) for k, v in rates.items()}
         n_ids = ban.ban_set(verb.hook_context(_sampling())).count
         ratio = vals["ban"] / vals["no_ban"]
-        results.append(BenchResult(f"hook_ban_throughput[{backend}]", f"new tokens/s (greedy, {backend})", vals,
+        results.append(BenchResult(f"hook_ban_throughput[{backend}]", f"new tokens/s (greedy, {backend}, every row forced to {DECODE_TOKENS} tokens)", vals,
                                    ("ban", "no_ban"), target=">= 0.95", passed=ratio >= 0.95,
-                                   notes=f"{n} vectors x {DECODE_TOKENS} tokens, best of {REPEATS} alternating runs; "
-                                         f"ban = double+single quotes ({n_ids} token ids)"))
+                                   notes=timed(warmup="one full run per variant, excluded", repeats=REPEATS,
+                                               what=f"verbalize() of {n} vectors at batch {n}, {n} x {DECODE_TOKENS} = "
+                                                    f"{n * DECODE_TOKENS} tokens per pass (stop ids blocked until "
+                                                    f"{DECODE_TOKENS})")
+                                         + f"; ban = double+single quotes ({n_ids} token ids)"))
         del verb
     return results
 

@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from nla_probe.bench.registry import BenchContext, BenchResult, get_benchmark, load_benchmarks
+from nla_probe.bench.registry import (
+    BenchContext,
+    BenchResult,
+    get_benchmark,
+    load_benchmarks,
+)
 
 
 def default_pair() -> tuple[Path, Path]:
@@ -17,10 +22,36 @@ def default_pair() -> tuple[Path, Path]:
     return default_pair_dirs()
 
 
-def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 64, only: Sequence[str] | None = None,
-                   backends: tuple[str, ...] = ("hf",), device: str = "cpu", out: Path | None = None) -> list[BenchResult]:
-    from rich.console import Console
+def machine_line(threads: int | None = None) -> str:
+    """CPU count, load averages and torch threads: the conditions the numbers were taken under."""
+    import os
 
+    from nla_probe.bench.common import torch_threads
+
+    try:
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) {load}, torch threads {threads or torch_threads()}"
+
+
+def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 64, only: Sequence[str] | None = None,
+                   backends: tuple[str, ...] = ("hf",), device: str = "cpu", out: Path | None = None,
+                   threads: int | None = None, startup: bool = True) -> list[BenchResult]:
+    """Run the benchmarks named in ``only`` (default: all) and print one table.
+
+    ``threads`` sets torch's intra-op threads first (None: torch's default).  The header states the
+    machine's load and the start-up times (:mod:`nla_probe.bench.startup`) unless ``startup=False``.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from nla_probe.bench.startup import format_startup, startup_times
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     if av is None or ar is None:
         d_av, d_ar = default_pair()
         av, ar = av or d_av, ar or d_ar
@@ -28,16 +59,23 @@ def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 6
     names = list(only) if only else list(load_benchmarks())
     results: list[BenchResult] = []
     console = Console()
+    before = machine_line()
+    start = startup_times() if startup else None
     for name in names:
         console.print(f"[bold]{name}[/bold] ...")
         results.extend(get_benchmark(name)(ctx))
     console.print(f"\n[bold]nla-probe bench[/bold]  AV {av}  AR {ar}  n={n}")
+    console.print(f"{before} (before); {machine_line()} (after)", markup=False)
+    if start is not None:
+        console.print(format_startup(start), markup=False)
     for r in results:
         ok = "" if r.passed is None else ("  [green]ok[/green]" if r.passed else "  [red]BELOW TARGET[/red]")
-        vals = "  ".join(f"{k}={v:,.1f}" for k, v in r.values.items())
+        vals = "  ".join(f"{k}={v:,.3g}" if abs(v) < 10 else f"{k}={v:,.1f}" for k, v in r.values.items())
         target = f"  target {r.target}" if r.target else ""
-        console.print(f"- {r.name}: {r.metric}: {vals}\n    ratio {r.ratio_of[0]}/{r.ratio_of[1]} = "
-                      f"{r.ratio:.3f}{target}{ok}" + (f"\n    {r.notes}" if r.notes else ""))
+        console.print(escape(f"- {r.name}: {r.metric}: {vals}\n    ratio {r.ratio_of[0]}/{r.ratio_of[1]} = "
+                             f"{r.ratio:.3f}{target}") + ok + (escape(f"\n    {r.notes}") if r.notes else ""))
     if out is not None:
-        out.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in results], indent=2))
+        rows = [{**asdict(r), "ratio": r.ratio} for r in results]
+        out.write_text(json.dumps({"machine": {"before": before, "after": machine_line()}, "startup": start,
+                                   "results": rows}, indent=2))
     return results

@@ -161,7 +161,18 @@ def _compile(families: tuple[DelimiterFamily, ...], fast: bool = True) -> _Table
     # The scan only locates candidates (stdlib ``re`` is about twice as fast as ``regex`` here);
     # the Unicode-property tests on their neighbours are done per candidate.
     marks = sorted(family, key=lambda m: (-len(m), m))
-    alternatives = [r"\n[ \t\r\f\v]*\n", r"\n"] + [re.escape(m) for m in marks]
+
+    def alternative(m: str) -> str:
+        # A one-character symmetric mark or apostrophe between two alphanumeric characters
+        # (``str.isalnum``, which is what ``[^\W_]`` matches) is part of a word and skipped by the
+        # loop of parse_raw anyway; not matching it saves that iteration.  Other word characters
+        # (combining marks) still reach the loop, which applies the full rule.
+        e = re.escape(m)
+        if fast and len(m) == 1 and (m in symmetric or m in APOSTROPHES):
+            return rf"{e}(?:(?<![^\W_]{e})|(?![^\W_]))"
+        return e
+
+    alternatives = [r"\n[ \t\r\f\v]*\n", r"\n"] + [alternative(m) for m in marks]
     if fast and '"' in symmetric and closes['"'] == {'"'} and all(c == '"' for f in families for o, c in f.pairs
                                                                    if o == '"'):
         # Fast path for the commonest case, a whole straight-double-quote span in one match: opener
@@ -209,21 +220,28 @@ def paired_straight_quotes(text: str) -> dict[int, bool]:
     mapped to True for an opener and False for a closer; lines that do not pair cleanly are absent."""
     out: dict[int, bool] = {}
     n = len(text)
-    i = text.find('"')
+    mark = _MARK.match
+    find = text.find
+    i = find('"')
     while i >= 0:
-        line_end = text.find("\n", i)
+        line_end = find("\n", i)
         line_end = n if line_end < 0 else line_end
         quotes = []
+        ok = True  # every quote so far can take its role (even index: opener, odd: closer)
         while 0 <= i < line_end:
-            prev_w = i > 0 and _wordy(text[i - 1])
-            next_w = i + 1 < n and _wordy(text[i + 1])
+            p = text[i - 1] if i > 0 else ""
+            q = text[i + 1] if i + 1 < n else ""
+            prev_w = p != "" and (p.isalnum() or (p > "\u02ff" and mark(p) is not None))
+            next_w = q != "" and (q.isalnum() or (q > "\u02ff" and mark(q) is not None))
             if not (prev_w and next_w):  # a quote inside a word is never a delimiter
-                quotes.append((i, prev_w, next_w))
-            i = text.find('"', i + 1)
-        if quotes and len(quotes) % 2 == 0 and all(
-                not (q[1] if k % 2 == 0 else q[2]) for k, q in enumerate(quotes)):
-            out.update((q[0], k % 2 == 0) for k, q in enumerate(quotes))
-        i = text.find('"', line_end) if line_end < n else -1
+                if prev_w if len(quotes) % 2 == 0 else next_w:
+                    ok = False
+                quotes.append(i)
+            i = find('"', i + 1)
+        if ok and quotes and len(quotes) % 2 == 0:
+            for k, q_at in enumerate(quotes):
+                out[q_at] = k % 2 == 0
+        i = find('"', line_end) if line_end < n else -1
     return out
 
 
@@ -260,7 +278,10 @@ def parse_raw(text: str, families: str | Iterable[str] = "all", *, across_lines:
         raise InputError(f"find_spans: text must be a str, found {type(text).__name__}")
     table = _compile(resolve_families(families), _fast)
     info, pattern = table.info, table.pattern
-    paired = paired_straight_quotes(text) if table.pair_straight and '"' in text else None
+    # The pairing pre-pass is needed only for a straight double quote the fast path did not take;
+    # it depends on the text alone, so it runs at the first such quote (most texts never need it).
+    pair_straight = table.pair_straight
+    paired: dict[int, bool] | None = None
     stack: list[tuple[str, int, int]] = []  # (mark, start, end)
     found: list[tuple] = []
     problems: list[Problem] = []
@@ -283,7 +304,11 @@ def parse_raw(text: str, families: str | Iterable[str] = "all", *, across_lines:
         can_open, closers, symmetric, apostrophe, fam, quiet = info[tok]
         can_close = closers is not None
         word_prev = False
-        role = paired.get(i) if paired and tok == '"' else None
+        role = None
+        if tok == '"' and pair_straight:
+            if paired is None:
+                paired = paired_straight_quotes(text)
+            role = paired.get(i)
         if role is not None:
             can_open, can_close = role, not role
         elif symmetric or apostrophe:
@@ -352,7 +377,7 @@ def outermost_raw(text: str, families: str | Iterable[str] = "quotes") -> list[t
 #: whitespace; line breaks are ends too (found separately: a one-class pattern scans ~2x faster).
 _CLOSERS = ("\"')]}\u00bb\u203a\u2019\u201d"
             "\u300d\u300f\u300b\u3009\u3011\u3015\u3017\u3019\u301b\uff09\uff3d\uff5d\uff63")
-_TERMINAL = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[" + re.escape(_CLOSERS) + r"]*")
+_TERMINAL = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+[" + re.escape(_CLOSERS) + r"]*(?=\s)")
 
 
 def sentence_bounds(text: str, families: str | Iterable[str] = "quotes") -> list[tuple[int, int]]:
@@ -364,7 +389,7 @@ def sentence_bounds(text: str, families: str | Iterable[str] = "quotes") -> list
     dropped, so a text of only whitespace has no sentences.
     """
     n = len(text)
-    ends = [(m.start(), m.end()) for m in _TERMINAL.finditer(text) if m.end() < n and text[m.end()].isspace()]
+    ends = [m.span() for m in _TERMINAL.finditer(text)]  # the lookahead (?=\s) = followed by str.isspace()
     i = text.find("\n")
     while i >= 0:
         ends.append((i, i))
