@@ -346,9 +346,8 @@ def load_av(path: str | Path, *, dtype: Any = None, device: str = "cpu", trust_r
 
 
 def _load_value_head(p: Path, d: int) -> Any:
-    from safetensors.torch import load_file
-
     import torch
+    from safetensors.torch import load_file
 
     vh = p / VALUE_HEAD_NAME
     if not vh.is_file():
