@@ -123,6 +123,19 @@ def test_errors():
         find_spans(b"x")  # type: ignore[arg-type]
 
 
+def test_reregistered_family_is_parsed_with_its_new_marks():
+    from nla_probe.text import delimiters
+    from nla_probe.text.delimiters import DelimiterFamily, register_family
+
+    try:
+        register_family(DelimiterFamily("test_marks", "<>", (("<", ">"),)))
+        assert [(s.start, s.end) for s in find_spans("a <b> [c]", "test_marks").spans] == [(2, 5)]
+        register_family(DelimiterFamily("test_marks", "[]", (("[", "]"),)), overwrite=True)
+        assert [(s.start, s.end) for s in find_spans("a <b> [c]", "test_marks").spans] == [(6, 9)]
+    finally:
+        delimiters._REGISTRY.pop("test_marks", None)
+
+
 def test_sentence_end_needs_any_whitespace_after_it():
     text = "A.\u2003B. C.x D"
     assert sentence_bounds(text) == [(0, 2), (3, 5), (6, 11)]  # em space ends "A."; ".x" is no end

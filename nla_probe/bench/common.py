@@ -87,25 +87,35 @@ def _decode_rates(verb, vecs: np.ndarray) -> tuple[dict[str, float], dict[int, l
     return rates, decodes, {bs: sum(d.n_tokens for d in decodes[bs]) for bs in BATCHES}
 
 
-def _verbalizer(av, backend: str):
-    if backend == "vllm":
-        return av.verbalizer(backend="vllm", enforce_eager=True)
-    return av.verbalizer(backend=backend)
+_SHARED: dict = {}
+
+
+def shared_verbalizer(ctx: BenchContext, backend: str):
+    """``(av, verbalizer)``, loaded once per AV directory, device and backend for the whole bench
+    process: a second vLLM engine in the same process would find no memory for its KV cache."""
+    from nla_probe.nla.checkpoint import load_av
+
+    key = (str(ctx.av_dir), ctx.device)
+    if key not in _SHARED:
+        _SHARED[key] = (load_av(ctx.av_dir, device=ctx.device), {})
+    av, verbs = _SHARED[key]
+    if backend not in verbs:
+        verbs[backend] = av.verbalizer(backend="vllm", enforce_eager=True) if backend == "vllm" \
+            else av.verbalizer(backend=backend)
+    return av, verbs[backend]
 
 
 @register_benchmark("av_decode")
 def av_decode(ctx: BenchContext) -> list[BenchResult]:
     """Greedy new tokens/s at batch 1, 32 and 64 per backend (module doc); ``vllm`` vs ``hf`` rows
     when both backends are measured."""
-    from nla_probe.nla.checkpoint import load_av
-
-    av = load_av(ctx.av_dir, device=ctx.device)
+    av, _ = shared_verbalizer(ctx, ctx.backends[0])
     n = max(1, min(ctx.n, 64))
     vecs = _eval_vectors(ctx, av.contract.d_model, n)
     per_backend: dict[str, tuple[dict[str, float], dict[int, list], dict[int, int]]] = {}
     results = []
     for backend in ctx.backends:
-        verb = _verbalizer(av, backend)
+        _, verb = shared_verbalizer(ctx, backend)
         rates, decodes, tokens = _decode_rates(verb, vecs)
         per_backend[backend] = (rates, decodes, tokens)
         toks = ", ".join(f"batch {bs}: {tokens[bs]}" for bs in BATCHES)
@@ -115,7 +125,6 @@ def av_decode(ctx: BenchContext) -> list[BenchResult]:
             notes=timed(warmup="one full batch per batch size, excluded", repeats=REPEATS,
                         what=f"verbalize() of the same {n} vectors at batch 1, 32, 64, max_new_tokens="
                              f"{DECODE_TOKENS}; generated tokens per pass: {toks}")))
-        del verb
     if "hf" in per_backend and "vllm" in per_backend:
         for bs in BATCHES:
             hf_dec, vl_dec = per_backend["hf"][1][bs], per_backend["vllm"][1][bs]

@@ -22,11 +22,10 @@ def hook_ban_throughput(ctx: BenchContext) -> list[BenchResult]:
     alternate ``REPEATS`` times and the best throughput of each is reported (the least disturbed
     run, as ``timeit`` does: on a shared machine the median mostly measures the neighbours).
     """
-    from nla_probe.bench.common import _eval_vectors, timed
+    from nla_probe.bench.common import _eval_vectors, shared_verbalizer, timed
     from nla_probe.hooks import BanChars, MinNewTokens
-    from nla_probe.nla.checkpoint import load_av
 
-    av = load_av(ctx.av_dir, device=ctx.device)
+    av, _ = shared_verbalizer(ctx, ctx.backends[0])
     n = max(8, min(ctx.n, 64))
     vecs = _eval_vectors(ctx, av.contract.d_model, n)
     floor = MinNewTokens(DECODE_TOKENS)
@@ -34,7 +33,7 @@ def hook_ban_throughput(ctx: BenchContext) -> list[BenchResult]:
     variants = {"no_ban": [floor], "ban": [ban, floor]}
     results = []
     for backend in ctx.backends:
-        verb = av.verbalizer(backend=backend)
+        _, verb = shared_verbalizer(ctx, backend)
         for hooks in variants.values():  # warm-up at full size; resolves and caches the ban set
             verb.verbalize(vecs, max_new_tokens=DECODE_TOKENS, hooks=hooks, batch_size=n)
         rates: dict[str, list[float]] = {k: [] for k in variants}
@@ -47,14 +46,14 @@ def hook_ban_throughput(ctx: BenchContext) -> list[BenchResult]:
         vals = {k: max(v) for k, v in rates.items()}
         n_ids = ban.ban_set(verb.hook_context(_sampling())).count
         ratio = vals["ban"] / vals["no_ban"]
-        results.append(BenchResult(f"hook_ban_throughput[{backend}]", f"new tokens/s (greedy, {backend}, every row forced to {DECODE_TOKENS} tokens)", vals,
+        results.append(BenchResult(f"hook_ban_throughput[{backend}]",
+                                   f"new tokens/s (greedy, {backend}, every row forced to {DECODE_TOKENS} tokens)", vals,
                                    ("ban", "no_ban"), target=">= 0.95", passed=ratio >= 0.95,
                                    notes=timed(warmup="one full run per variant, excluded", repeats=REPEATS,
                                                what=f"verbalize() of {n} vectors at batch {n}, {n} x {DECODE_TOKENS} = "
                                                     f"{n * DECODE_TOKENS} tokens per pass (stop ids blocked until "
                                                     f"{DECODE_TOKENS})")
                                          + f"; ban = double+single quotes ({n_ids} token ids)"))
-        del verb
     return results
 
 

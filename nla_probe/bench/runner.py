@@ -35,6 +35,15 @@ def machine_line(threads: int | None = None) -> str:
     return f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) {load}, torch threads {threads or torch_threads()}"
 
 
+def format_result(r: BenchResult, escape=lambda s: s) -> str:
+    """Rich markup of one result: values, ratio against its target, then what was timed."""
+    ok = "" if r.passed is None else ("  [green]ok[/green]" if r.passed else "  [red]BELOW TARGET[/red]")
+    vals = "  ".join(f"{k}={v:,.3g}" if abs(v) < 10 else f"{k}={v:,.1f}" for k, v in r.values.items())
+    target = f"  target {r.target}" if r.target else ""
+    return (escape(f"- {r.name}: {r.metric}: {vals}\n    ratio {r.ratio_of[0]}/{r.ratio_of[1]} = "
+                   f"{r.ratio:.3f}{target}") + ok + (escape(f"\n    {r.notes}") if r.notes else ""))
+
+
 def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 64, only: Sequence[str] | None = None,
                    backends: tuple[str, ...] = ("hf",), device: str = "cpu", out: Path | None = None,
                    threads: int | None = None, startup: bool = True) -> list[BenchResult]:
@@ -61,19 +70,17 @@ def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 6
     console = Console()
     before = machine_line()
     start = startup_times() if startup else None
-    for name in names:
-        console.print(f"[bold]{name}[/bold] ...")
-        results.extend(get_benchmark(name)(ctx))
-    console.print(f"\n[bold]nla-probe bench[/bold]  AV {av}  AR {ar}  n={n}")
-    console.print(f"{before} (before); {machine_line()} (after)", markup=False)
+    console.print(f"[bold]nla-probe bench[/bold]  AV {escape(str(av))}  AR {escape(str(ar))}  n={n}")
+    console.print(before, markup=False)
     if start is not None:
         console.print(format_startup(start), markup=False)
-    for r in results:
-        ok = "" if r.passed is None else ("  [green]ok[/green]" if r.passed else "  [red]BELOW TARGET[/red]")
-        vals = "  ".join(f"{k}={v:,.3g}" if abs(v) < 10 else f"{k}={v:,.1f}" for k, v in r.values.items())
-        target = f"  target {r.target}" if r.target else ""
-        console.print(escape(f"- {r.name}: {r.metric}: {vals}\n    ratio {r.ratio_of[0]}/{r.ratio_of[1]} = "
-                             f"{r.ratio:.3f}{target}") + ok + (escape(f"\n    {r.notes}") if r.notes else ""))
+    for name in names:  # each benchmark's rows are printed as soon as it ends
+        console.print(f"[bold]{name}[/bold] ...")
+        rows = get_benchmark(name)(ctx)
+        results.extend(rows)
+        for r in rows:
+            console.print(format_result(r, escape))
+    console.print(f"{machine_line()} (at the end)", markup=False)
     if out is not None:
         rows = [{**asdict(r), "ratio": r.ratio} for r in results]
         out.write_text(json.dumps({"machine": {"before": before, "after": machine_line()}, "startup": start,

@@ -76,11 +76,34 @@ def child_ablate(n: int, threads: int | None) -> dict:
     base = _rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         t, c = time.perf_counter(), _cpu_s()
-        ablate([str(p) for p in defaults.default_suite_paths()], pair, (frame, vectors), out=Path(tmp),
-               denominator=defaults.toy_denominator())
+        result = ablate([str(p) for p in defaults.default_suite_paths()], pair, (frame, vectors), out=Path(tmp),
+                        denominator=defaults.toy_denominator())
         run_s, cpu_s = time.perf_counter() - t, _cpu_s() - c
+        work = _work(result)
     return {"workload": "default_suite", "n": n, "unit": "activation", "load_s": load_s, "run_s": run_s,
-            "cpu_s": cpu_s, "per_unit_s": run_s / n, "cpu_per_unit_s": cpu_s / n, "base_rss_mib": base, "peak_rss_mib": _rss_mib()}
+            "cpu_s": cpu_s, "per_unit_s": run_s / n, "cpu_per_unit_s": cpu_s / n, **work, "base_rss_mib": base, "peak_rss_mib": _rss_mib()}
+
+
+def _work(result) -> dict:
+    """Work done by a run: computed records per type summed over experiments (``computed_<type>``)
+    and the mean generated tokens per row of the experiments that computed decodes
+    (``mean_decode_tokens``)."""
+    import polars as pl
+
+    out: dict = {}
+    for counts in result.info.get("counts", {}).values():
+        for type_, c in counts.items():
+            out[f"computed_{type_}"] = out.get(f"computed_{type_}", 0) + int(c.get("computed", 0))
+    tokens = []
+    for name in result.experiments:  # experiments that decoded (not those reusing another's decodes)
+        if not result.info.get("counts", {}).get(name, {}).get("decode", {}).get("computed"):
+            continue
+        f = result.scan(name).collect()
+        if "n_tokens" in f.columns:
+            tokens.append(f["n_tokens"].cast(pl.Float64))
+    if tokens:
+        out["mean_decode_tokens"] = float(pl.concat(tokens).mean())
+    return out
 
 
 def child_copy(pairs: int) -> dict:

@@ -111,6 +111,13 @@ def register_family(family: DelimiterFamily, overwrite: bool = False) -> None:
     if (family.name in _REGISTRY or family.name in _UNIONS) and not overwrite:
         raise InputError(f"delimiter family {family.name!r} is already registered; pass overwrite=True")
     _REGISTRY[family.name] = family
+    global REGISTRY_GENERATION
+    REGISTRY_GENERATION += 1
+
+
+#: Incremented by every :func:`register_family`, so caches keyed on family names can tell when
+#: a name may resolve to another family.
+REGISTRY_GENERATION = 0
 
 
 def expand_family_names(names: str | Iterable[str]) -> tuple[str, ...]:
