@@ -84,3 +84,17 @@ def test_tiled_rows_are_renamed_and_scaled_past_the_end():
     np.testing.assert_allclose(v, [[1, 2], [3, 4], [1.001, 2.002], [3.003, 4.004], [1.002, 2.004]], rtol=1e-6)
     f, v = _tiled(frame, vecs, 1)
     assert f.height == 1 and v.shape == (1, 2)
+
+
+def test_run_scaling_runs_each_size_in_a_child_process():
+    from nla_probe.bench.scaling import run_scaling
+
+    lines = []
+    res = run_scaling((), (441, 882), echo=lines.append)
+    rows = res["copy_detection"]
+    assert [r["n"] for r in rows] == [441, 882]  # 21 and 42 explanations x (1 + 20 nulls)
+    assert all(r["unit"] == "pair" and r["peak_rss_mib"] >= r["base_rss_mib"] > 0 for r in rows)
+    assert res["default_suite"] == [] and set(res["growth"]) == {"copy_detection"}
+    assert lines[0].startswith("copy_detection: N=441 pairs") and lines[-1].startswith("copy_detection: per-unit")
+    with pytest.raises(RuntimeError, match=r"^scaling child copy 210 failed: .*InputError: null sources: .*expected at least n_null=20$"):
+        run_scaling((), (210,), echo=lines.append)  # 10 explanations cannot have 20 null documents each

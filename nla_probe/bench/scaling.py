@@ -143,7 +143,8 @@ def _child(args: list[str], log: Path | None) -> dict:
         with log.open("a", encoding="utf-8") as f:
             f.write(out.stderr[-4000:] + out.stdout)
     if out.returncode != 0:
-        raise RuntimeError(f"scaling child {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+        last = next((ln for ln in reversed(out.stderr.splitlines()) if ln.strip()), "no error output")
+        raise RuntimeError(f"scaling child {' '.join(args)} failed: {last.strip()}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
