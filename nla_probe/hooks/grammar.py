@@ -136,6 +136,7 @@ class _GrammarMask:
 
     def __init__(self, compiled: Any, stop_ids: tuple[int, ...], vocab_size: int):
         self.compiled, self.stop_ids, self.vocab_size = compiled, list(stop_ids), vocab_size
+        self.stop_set = frozenset(self.stop_ids)
         self.matchers: list | None = None
         self.dead: dict[int, int] = {}
         self.t = 0
@@ -158,7 +159,7 @@ class _GrammarMask:
             for i, accepted in zip(live, ok):
                 if not accepted:
                     raise RuntimeError(f"grammar: row {i} produced token {last[i]}, which its mask disallowed")
-                self.done[i] = self.matchers[i].is_terminated()
+                self.done[i] = last[i] in self.stop_set and self.matchers[i].is_terminated()  # ends only on a stop
         live = [i for i in range(n) if not self.done[i]]
         if len(live) < n:
             self.bitmask.fill_(-1)  # finished rows: leave their (padding) logits alone

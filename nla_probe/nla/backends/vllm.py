@@ -176,7 +176,9 @@ class GrammarGuardProcessor(_V1LogitsProcessor):  # type: ignore[misc,valid-type
         if not self.state:
             return logits
         rows = list(self.state)
-        best = logits[rows].amax(dim=1).tolist()
+        # numpy's single-threaded max on CPU (torch's threaded one stalls on a busy host), no row copy
+        best_all = logits.numpy().max(axis=1) if logits.device.type == "cpu" else logits.amax(dim=1)
+        best = best_all[rows].tolist()
         for index, b in zip(rows, best):
             if b > DEAD_END_LOGIT:
                 continue
