@@ -95,7 +95,8 @@ def copy_detection_bench(ctx: BenchContext) -> list[BenchResult]:
     n = float(len(pairs))
     words = {"difflib": n / t_difflib, "shared_run_lengths": n / t_batch, "longest_shared_run": 2000 / t_single}
     end_to_end = {"copy_detection": n / t_engine, "tokenize+difflib": n / (t_tokenize + t_difflib)}
-    sizes = f"{N_SAMPLES} explanations x {N_NULL + 1} contexts; identical run lengths: {agree}"
+    sizes = (f"{N_SAMPLES} explanations x {N_NULL + 1} contexts; identical run lengths: {agree}; timed: wall "
+             "seconds of one pass each (no warm-up, no repetition; one process, no torch)")
     return [
         BenchResult("copy_detection_words", "pairs/s (pre-split word lists)", words,
                     ("shared_run_lengths", "difflib"), target=">= 1.0",

@@ -132,7 +132,8 @@ def transform_throughput(ctx: BenchContext) -> list[BenchResult]:
     notes = (f"{n} synthetic explanations, mean {sum(map(len, texts)) / n:.0f} chars, "
              f"{sum(len(p.outermost()) for p in parsed) / len(parsed):.1f} quote spans, "
              f"{sum(p.span_chars() / len(x) for p, x in zip(parsed, texts)) / len(parsed):.0%} chars in spans; "
-             f"slowest: {slowest}")
+             f"slowest: {slowest}; timed: each transform over all {n} texts, CPU seconds of this process "
+             f"(time.process_time, one thread), no warm-up, best of 3 consecutive passes")
     ratio = values["slowest"] / values["target"]
     return [BenchResult("transform_throughput", "explanations/s (CPU time, one core)", values,
                         ("slowest", "target"), target=">= 1.0 (slowest >= 20,000/s)", passed=ratio >= 1.0,
@@ -144,6 +145,7 @@ def surgery_scoring(ctx: BenchContext) -> list[BenchResult]:
     """score_variants on the redaction grid: bucketed batches of 32 vs one text per forward."""
     import numpy as np
 
+    from nla_probe.bench.common import torch_threads
     from nla_probe.nla.checkpoint import load_ar
     from nla_probe.surgery.scoring import redaction_grid, score_variants
 
@@ -168,4 +170,6 @@ def surgery_scoring(ctx: BenchContext) -> list[BenchResult]:
     return [BenchResult("surgery_scoring", "scored rows/s (sample x variant, wall clock)", values,
                         ("bucketed32", "one_at_a_time"), target=">= 3.0", passed=ratio >= 3.0,
                         notes=f"{n} explanations x {len(grid)} variants of the redaction grid, 100-600 chars; "
-                              "both modes reconstruct each distinct text once")]
+                              "both modes reconstruct each distinct text once; timed: score_variants() wall "
+                              "seconds, warm-up on 2 texts excluded, best of 2 alternating runs; torch threads "
+                              f"{torch_threads()}")]
