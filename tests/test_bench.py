@@ -96,5 +96,6 @@ def test_run_scaling_runs_each_size_in_a_child_process():
     assert all(r["unit"] == "pair" and r["peak_rss_mib"] >= r["base_rss_mib"] > 0 for r in rows)
     assert res["default_suite"] == [] and set(res["growth"]) == {"copy_detection"}
     assert lines[0].startswith("copy_detection: N=441 pairs") and lines[-1].startswith("copy_detection: per-unit")
-    with pytest.raises(RuntimeError, match=r"^scaling child copy 210 failed: .*InputError: null sources: .*expected at least n_null=20$"):
+    expected = r"^scaling child copy 210 failed: .*InputError: null sources: .*expected at least n_null=20$"
+    with pytest.raises(RuntimeError, match=expected):
         run_scaling((), (210,), echo=lines.append)  # 10 explanations cannot have 20 null documents each

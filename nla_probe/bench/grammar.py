@@ -51,18 +51,17 @@ def grammar_throughput(ctx: BenchContext) -> list[BenchResult]:
     per variant (grammar compilation is cached), then the variants alternate ``REPEATS`` times in
     rotating order and the best throughput of each is reported.
     """
-    from nla_probe.bench.common import _eval_vectors
+    from nla_probe.bench.common import _eval_vectors, shared_verbalizer, torch_threads
     from nla_probe.hooks import MinNewTokens
-    from nla_probe.nla.checkpoint import load_av
 
-    av = load_av(ctx.av_dir, device=ctx.device)
+    av, _ = shared_verbalizer(ctx, ctx.backends[0])  # one vLLM engine per process, shared with av_decode
     n = max(8, min(ctx.n, 64))
     vecs = _eval_vectors(ctx, av.contract.d_model, n)
     floor = MinNewTokens(DECODE_TOKENS)
     variants = {"none": [floor], **{k: [g] for k, g in open_variants().items()}}
     results = []
     for backend in ctx.backends:
-        verb = av.verbalizer(backend=backend)
+        _, verb = shared_verbalizer(ctx, backend)
         for hooks in variants.values():
             verb.verbalize(vecs, max_new_tokens=DECODE_TOKENS, hooks=hooks, batch_size=n)
         rates: dict[str, list[float]] = {k: [] for k in variants}
@@ -78,8 +77,9 @@ def grammar_throughput(ctx: BenchContext) -> list[BenchResult]:
             results.append(BenchResult(f"grammar_throughput[{backend},{name}]", f"new tokens/s (greedy, {backend})",
                                        {name: vals[name], "none": vals["none"]}, (name, "none"), target=">= 0.85",
                                        passed=ratio >= 0.85,
-                                       notes=f"{n} vectors x {DECODE_TOKENS} tokens, best of {REPEATS} rotating runs"))
-        del verb
+                                       notes=f"{n} vectors x {DECODE_TOKENS} tokens, best of {REPEATS} rotating runs; "
+                                             f"timed: verbalize() at batch {n}, warm-up one run per variant excluded; "
+                                             f"torch threads {torch_threads()}"))
     return results
 
 

@@ -47,7 +47,8 @@ def hook_ban_throughput(ctx: BenchContext) -> list[BenchResult]:
         n_ids = ban.ban_set(verb.hook_context(_sampling())).count
         ratio = vals["ban"] / vals["no_ban"]
         results.append(BenchResult(f"hook_ban_throughput[{backend}]",
-                                   f"new tokens/s (greedy, {backend}, every row forced to {DECODE_TOKENS} tokens)", vals,
+                                   f"new tokens/s (greedy, {backend}, every row forced to {DECODE_TOKENS} tokens)",
+                                   vals,
                                    ("ban", "no_ban"), target=">= 0.95", passed=ratio >= 0.95,
                                    notes=timed(warmup="one full run per variant, excluded", repeats=REPEATS,
                                                what=f"verbalize() of {n} vectors at batch {n}, {n} x {DECODE_TOKENS} = "

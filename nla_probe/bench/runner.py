@@ -32,7 +32,8 @@ def machine_line(threads: int | None = None) -> str:
         load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
         load = "n/a"
-    return f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) {load}, torch threads {threads or torch_threads()}"
+    th = threads or torch_threads()
+    return f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) {load}, torch threads {th}"
 
 
 def format_result(r: BenchResult, escape=lambda s: s) -> str:

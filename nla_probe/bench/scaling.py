@@ -81,7 +81,8 @@ def child_ablate(n: int, threads: int | None) -> dict:
         run_s, cpu_s = time.perf_counter() - t, _cpu_s() - c
         work = _work(result)
     return {"workload": "default_suite", "n": n, "unit": "activation", "load_s": load_s, "run_s": run_s,
-            "cpu_s": cpu_s, "per_unit_s": run_s / n, "cpu_per_unit_s": cpu_s / n, **work, "base_rss_mib": base, "peak_rss_mib": _rss_mib()}
+            "cpu_s": cpu_s, "per_unit_s": run_s / n, "cpu_per_unit_s": cpu_s / n, **work, "base_rss_mib": base,
+            "peak_rss_mib": _rss_mib()}
 
 
 def _work(result) -> dict:
@@ -119,7 +120,8 @@ def child_copy(pairs: int) -> dict:
     run_s, cpu_s = time.perf_counter() - t, _cpu_s() - c
     done = n * (N_NULL + 1)
     return {"workload": "copy_detection", "n": done, "unit": "pair", "load_s": 0.0, "run_s": run_s,
-            "cpu_s": cpu_s, "per_unit_s": run_s / done, "cpu_per_unit_s": cpu_s / done, "base_rss_mib": base, "peak_rss_mib": _rss_mib()}
+            "cpu_s": cpu_s, "per_unit_s": run_s / done, "cpu_per_unit_s": cpu_s / done, "base_rss_mib": base,
+            "peak_rss_mib": _rss_mib()}
 
 
 def growth(rows: Sequence[dict]) -> dict:
