@@ -19,6 +19,9 @@ hook                effect on the logits at step t
                     ``targets="stop_and_close"``, the first token of ``</explanation>``.
 ``min_new_tokens``  stop ids set to −inf while ``t < n`` (the closing tag stays allowed).
 ``max_new_tokens``  no logit change: generation stops after ``n`` tokens (``finish_reason='length'``).
+``grammar``         −inf on every token that would take the text out of a regular expression or
+                    grammar (:mod:`nla_probe.hooks.grammar`); dead ends end the row.
+``prefix``          no logit change: fixed text is written after the prompt before decoding.
 ==================  ==========================================================================
 
 Backends: ``hf`` uses the hooks' logits processors; ``vllm`` maps bans to ``logit_bias``, the floor

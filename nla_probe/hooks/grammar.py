@@ -116,6 +116,11 @@ def _compiler(tokenizer: Any, vocab_size: int) -> Any:
     return xgr.GrammarCompiler(info, cache_enabled=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _shortest(ebnf: str, forbidden: frozenset[str]) -> str | None:
+    return shortest_text(ebnf, forbidden)  # checked once per grammar and ban set, not once per chunk
+
+
 def compiled_grammar(ebnf: str, ctx: HookContext) -> Any:
     """The xgrammar ``CompiledGrammar`` of ``ebnf`` for the AV tokenizer (cached per tokenizer)."""
     return _compiler(ctx.tokenizer, ctx.vocab_size).compile_grammar(ebnf)
@@ -267,7 +272,7 @@ class Grammar(Hook):
 
     def shortest_text(self, forbidden: frozenset[str] = frozenset()) -> str | None:
         """The shortest text the grammar accepts avoiding ``forbidden`` (None: none; :mod:`grammar_check`)."""
-        return shortest_text(self.ebnf_text(), forbidden)
+        return _shortest(self.ebnf_text(), frozenset(forbidden))
 
     def preflight(self, hooks: Any, ctx: HookContext) -> None:
         """Refuse, before any decode, a combination that could never end (module doc)."""
