@@ -147,15 +147,22 @@ def test_bad_inputs_are_refused_with_clear_messages(verb):
 # ---------------------------------------------------------------- decodes (transformers)
 def test_builtin_grammars_hold_on_every_decode(verb, vecs):
     base = verb.verbalize(vecs, max_new_tokens=96, batch_size=24)
-    cases = [(Grammar(builtin="spans_only"), lambda r: SPANS_ONLY_RE.fullmatch(r) is not None),
-             (Grammar(builtin="scaffold_spans", scaffold="toy"), lambda r: TOY_SCAFFOLD_RE.fullmatch(r) is not None),
-             (Grammar(builtin="no_delimiters"), no_delimiters_ok)]
-    for g, ok in cases:
+    import regex  # partial matching: a decode cut by the cap must be the start of an accepted text
+
+    cases = [(Grammar(builtin="spans_only"), lambda r: SPANS_ONLY_RE.fullmatch(r) is not None, SPANS_ONLY_RE),
+             (Grammar(builtin="scaffold_spans", scaffold="toy"), lambda r: TOY_SCAFFOLD_RE.fullmatch(r) is not None,
+              TOY_SCAFFOLD_RE),
+             (Grammar(builtin="no_delimiters"), no_delimiters_ok, None)]
+    for g, ok, pattern in cases:
         dec = verb.verbalize(vecs, max_new_tokens=96, hooks=[g], batch_size=24)
         done = [d for d in dec if d.finish_reason == "stop"]
         assert len(done) >= 20, (g, [d.raw_text for d in dec if d.finish_reason != "stop"][:3])
         bad = [d.raw_text for d in done if not ok(d.raw_text)]
         assert not bad, (g.describe(), bad[:3])
+        cut = [d.raw_text for d in dec if d.finish_reason == "length"]
+        if pattern is not None:
+            assert all(regex.fullmatch(pattern.pattern, r, partial=True) for r in cut), cut[:2]
+            assert regex.fullmatch(pattern.pattern, "<explanation>\nno quotes", partial=True) is None
         assert all(d.tag_status == "ok" and d.hooks == (g.to_spec(),) for d in done)
         assert sum(a.token_ids == b.token_ids for a, b in zip(dec, base)) < len(vecs)
     assert not any(SPANS_ONLY_RE.fullmatch(d.raw_text) for d in base)  # the toy never writes spans only
