@@ -284,8 +284,32 @@ def test_constrained_spec_runs_on_the_toy(tmp_path):
                        "ban_all_floor"} and all(x.height == 8 for x in by.values())
     spans = by["spans_only"].filter(pl.col("finish_reason") == "stop")["text"].to_list()
     assert spans and all(re.fullmatch(rf"{_Q}(?:{_S}{_Q})*(?:{_S})?", t.strip()) for t in spans)
-    assert all(not set(t) & DELIMS for t in by["no_delimiters"]["text"].to_list() + by["ban_all_floor"]["text"].to_list())
+    no_delims = by["no_delimiters"]["text"].to_list() + by["ban_all_floor"]["text"].to_list()
+    assert all(not set(t) & DELIMS for t in no_delims)
     assert by["ban_all_floor"]["n_banned"].to_list() == [0] * 8
     assert all(t.startswith('Token "') for t in by["scaffold_unforced"]["text"].to_list())
     assert by["spans_only"]["quoted_share"].mean() > by["unconstrained"]["quoted_share"].mean()
     assert by["no_delimiters"]["quoted_share"].to_list() == [0.0] * 8
+
+
+def test_user_grammars_in_every_format_decode(verb, vecs):
+    import json
+
+    v = vecs[:4]
+    cases = [
+        (Grammar(regex='Token "[a-z]+"'), r'<explanation>\n?Token "[a-z]+"\n?</explanation>'),
+        (Grammar(ebnf='root ::= "Kind: " ("word" | "piece") "."'),
+         r"<explanation>\n?Kind: (word|piece)\.\n?</explanation>"),
+        (Grammar(lark='start: "<explanation>" /[a-z ]{1,20}/ "</explanation>"', scope="output"),
+         r"<explanation>[a-z ]{1,20}</explanation>"),
+    ]
+    for g, pattern in cases:
+        for d in verb.verbalize(v, max_new_tokens=40, hooks=[g]):
+            assert d.finish_reason == "stop" and re.fullmatch(pattern, d.raw_text), (g.describe(), d.raw_text)
+    schema = {"type": "object", "properties": {"token": {"type": "string", "maxLength": 8}}, "required": ["token"],
+              "additionalProperties": False}
+    g = Grammar(json_schema=json.dumps(schema))
+    for d in verb.verbalize(v, max_new_tokens=40, hooks=[g]):
+        assert d.finish_reason == "stop" and d.tag_status == "ok", d.raw_text
+        obj = json.loads(d.explanation)
+        assert set(obj) == {"token"} and isinstance(obj["token"], str) and len(obj["token"]) <= 8

@@ -93,8 +93,11 @@ def compile_ebnf(fmt: str, text: str, scope: str, scaffold: str) -> str:
     if fmt == "builtin":
         body = builtin_body(text, scaffold)
         return str(xgr.Grammar.from_regex(wrap_body(body)))
+    def compact_json(schema: str) -> Any:
+        return xgr.Grammar.from_json_schema(schema, any_whitespace=False, separators=(",", ":"))
+
     build = {"regex": xgr.Grammar.from_regex, "ebnf": xgr.Grammar.from_ebnf, "lark": xgr.Grammar.from_lark,
-             "json_schema": xgr.Grammar.from_json_schema}[fmt]
+             "json_schema": compact_json}[fmt]
     what = {"regex": "regular expression", "ebnf": "EBNF grammar", "lark": "Lark grammar",
             "json_schema": "JSON schema"}[fmt]
     try:
@@ -134,7 +137,8 @@ class _GrammarMask:
     the first stop id.  When every logit is −inf although the grammar allows a stop id (a
     ``min_new_tokens`` floor blocked it after the grammar completed), that stop id is allowed and
     the row ends normally — the rule vLLM applies to ``min_tokens`` under structured outputs.  Rows
-    that accepted a stop token or ended at a dead end are left alone.  :meth:`finish_overrides` reports ``{row: (tokens before the dead end, "grammar_dead_end")}``.
+    that accepted a stop token or ended at a dead end are left alone.  :meth:`finish_overrides`
+    reports ``{row: (tokens before the dead end, "grammar_dead_end")}``.
     """
 
     runs_last: ClassVar[bool] = True
@@ -221,7 +225,8 @@ class Grammar(Hook):
             backreferences).
         ebnf: an EBNF grammar (GBNF: ``root ::= ...``).
         lark: a Lark grammar (``start: ...``).
-        json_schema: a JSON schema (as a string).
+        json_schema: a JSON schema (as a string); the JSON is compact (no whitespace between its
+            tokens; strings may hold any).
         scope: ``"body"`` (the grammar describes the text between the tags) or ``"output"`` (the
             whole generated text); built-ins are bodies.
         scaffold: ``scaffold_spans`` only — a registered scaffold name (``released``, ``toy``) or a
