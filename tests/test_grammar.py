@@ -313,3 +313,15 @@ def test_user_grammars_in_every_format_decode(verb, vecs):
         assert d.finish_reason == "stop" and d.tag_status == "ok", d.raw_text
         obj = json.loads(d.explanation)
         assert set(obj) == {"token"} and isinstance(obj["token"], str) and len(obj["token"]) <= 8
+
+
+def test_sampled_decodes_hold_the_grammar(verb, vecs):
+    g = Grammar(builtin="spans_only")
+    dec = verb.verbalize(vecs[:12], max_new_tokens=64, hooks=[g], do_sample=True, temperature=1.5, top_p=0.95, seed=4)
+    greedy = verb.verbalize(vecs[:12], max_new_tokens=64, hooks=[g])
+    assert [d.token_ids for d in dec] != [d.token_ids for d in greedy]  # sampling did change the decodes
+    done = [d for d in dec if d.finish_reason == "stop"]
+    assert len(done) >= 6 and all(SPANS_ONLY_RE.fullmatch(d.raw_text) for d in done)
+    import regex
+
+    assert all(regex.fullmatch(SPANS_ONLY_RE.pattern, d.raw_text, partial=True) for d in dec)
