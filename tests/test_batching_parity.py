@@ -14,6 +14,7 @@ from nla_probe.analysis.metrics import mse_nrm
 from nla_probe.defaults import toy_eval_path, toy_pair_dirs, toy_pair_present
 from nla_probe.errors import InputError
 from nla_probe.nla.checkpoint import load_ar
+from nla_probe.nla.generation import parse_explanation
 
 #: Largest per-row |Δ mse_nrm| of ``fast`` vs alone measured on CPU bfloat16 (docs/metrics.md: 4.2e-3).
 FAST_BF16_BOUND = 5e-3
@@ -34,7 +35,8 @@ def _cases(fixture_pairs):
         import polars as pl
 
         df = pl.read_parquet(toy_eval_path(), columns=["explanation", "activation_vector"]).head(96)
-        out.append(("toy", toy_pair_dirs()[1], df["explanation"].to_list(),
+        texts = [parse_explanation(t)[0] for t in df["explanation"].to_list()]  # the AR reads inside the tags
+        out.append(("toy", toy_pair_dirs()[1], texts,
                     np.stack(df["activation_vector"].to_list()).astype(np.float32)))
     texts = _synthetic(64)
     for arch in ("qwen2", "gemma3"):
