@@ -99,3 +99,40 @@ def test_run_scaling_runs_each_size_in_a_child_process():
     expected = r"^scaling child copy 210 failed: .*InputError: null sources: .*expected at least n_null=20$"
     with pytest.raises(RuntimeError, match=expected):
         run_scaling((), (210,), echo=lines.append)  # 10 explanations cannot have 20 null documents each
+
+
+def test_grammar_walk_masks_are_real_and_the_apply_kernel_honours_them():
+    """The mask-cost benchmark walks a grammar over a synthetic vocabulary and applies the masks it
+    saw: inside a span a lone quote is allowed and a newline is not, and applying a mask sets
+    exactly the disallowed logits to -inf (bits decoded by hand here)."""
+    xgr = pytest.importorskip("xgrammar")
+    import torch
+
+    from nla_probe.bench.grammar import WALK_TEXTS, greedy_tokenize, synthetic_vocab, walk_masks
+    from nla_probe.hooks import Grammar
+
+    v = 1024
+    vocab = [b"<|stop|>"] + synthetic_vocab(v)[1:]
+    assert len(set(vocab)) == v and all(bytes([b]) in vocab for b in range(1, 256))
+    index = {t: i for i, t in enumerate(vocab) if i}
+    text = WALK_TEXTS["spans_only"].encode("utf-8")
+    ids = greedy_tokenize(index, text)
+    assert b"".join(vocab[i] for i in ids) == text
+    info = xgr.TokenizerInfo(vocab, vocab_type=xgr.VocabType.RAW, vocab_size=v, stop_token_ids=[0])
+    cg = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False).compile_grammar(
+        Grammar(builtin="spans_only").ebnf_text())
+    _, masks = walk_masks(cg, ids, v)
+    assert len(masks) == len(ids)
+
+    def allowed(mask, tok):
+        return bool((int(mask[tok // 32]) >> (tok % 32)) & 1)
+
+    inside = text.index(b'"The') + 2  # byte offset inside the first span
+    pos = next(k for k in range(len(ids)) if len(b"".join(vocab[i] for i in ids[:k])) >= inside)
+    assert allowed(masks[pos], index[b'"']) and not allowed(masks[pos], index[b"\n"])
+    logits = torch.zeros(1, v)
+    xgr.apply_token_bitmask_inplace(logits, masks[pos].unsqueeze(0))
+    expect = torch.tensor([0.0 if allowed(masks[pos], t) else -float("inf") for t in range(v)])
+    assert torch.equal(logits[0], expect)
+    with pytest.raises(RuntimeError, match="was rejected"):
+        walk_masks(cg, [index[b"x"]], v)  # an explanation cannot start with "x"
