@@ -62,6 +62,15 @@ def toy_denominator(family: str = TOY_FAMILY) -> tuple[float, str] | None:
     return value, f"toy {family}: {source} ({shown})"
 
 
+def toy_family_of(checkpoint_dir: Path) -> str | None:
+    """The toy family whose AV or AR directory ``checkpoint_dir`` is (same resolved path), else None."""
+    target = Path(checkpoint_dir).resolve()
+    for family in (TOY_FAMILY, TOY_SECOND_FAMILY):
+        if target in {d.resolve() for d in toy_pair_dirs(family)}:
+            return family
+    return None
+
+
 def default_suite_paths() -> list[Path]:
     """The spec files of :data:`DEFAULT_SUITE`."""
     return [ABLATIONS_DIR / f"{name}.toml" for name in DEFAULT_SUITE]
