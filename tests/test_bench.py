@@ -136,3 +136,16 @@ def test_grammar_walk_masks_are_real_and_the_apply_kernel_honours_them():
     assert torch.equal(logits[0], expect)
     with pytest.raises(RuntimeError, match="was rejected"):
         walk_masks(cg, [index[b"x"]], v)  # an explanation cannot start with "x"
+
+
+@pytest.mark.parametrize("flag,mode", [(None, "multi-process"), ("1", "multi-process"), ("0", "in-process"),
+                                       ("00", "in-process")])
+def test_vllm_mode_line_follows_vllms_reading_of_the_flag(monkeypatch, flag, mode):
+    from nla_probe.bench.runner import vllm_mode_line
+
+    if flag is None:
+        monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    else:
+        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", flag)
+    line = vllm_mode_line()
+    assert line.startswith(f"vLLM engine: {mode} ") and f"={flag if flag is not None else 'unset'})" in line

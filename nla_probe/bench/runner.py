@@ -36,6 +36,18 @@ def machine_line(threads: int | None = None) -> str:
     return f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) {load}, torch threads {th}"
 
 
+def vllm_mode_line() -> str:
+    """How vLLM's engine runs in this process: its default multi-process mode (engine core in a
+    child process) or in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).  The two give different
+    per-step costs on a CPU (docs/hooks.md, "Grammars")."""
+    import os
+
+    flag = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if flag is not None and flag.strip().lstrip("-").isdigit() and int(flag) == 0:  # vLLM reads bool(int(...))
+        return f"vLLM engine: in-process (VLLM_ENABLE_V1_MULTIPROCESSING={flag})"
+    return f"vLLM engine: multi-process (VLLM_ENABLE_V1_MULTIPROCESSING={flag if flag is not None else 'unset'})"
+
+
 def format_result(r: BenchResult, escape=lambda s: s) -> str:
     """Rich markup of one result: values, ratio against its target, then what was timed."""
     ok = "" if r.passed is None else ("  [green]ok[/green]" if r.passed else "  [red]BELOW TARGET[/red]")
@@ -73,6 +85,8 @@ def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 6
     start = startup_times() if startup else None
     console.print(f"[bold]nla-probe bench[/bold]  AV {escape(str(av))}  AR {escape(str(ar))}  n={n}")
     console.print(before, markup=False)
+    if "vllm" in backends:
+        console.print(vllm_mode_line(), markup=False)
     if start is not None:
         console.print(format_startup(start), markup=False)
     for name in names:  # each benchmark's rows are printed as soon as it ends
@@ -84,6 +98,8 @@ def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 6
     console.print(f"{machine_line()} (at the end)", markup=False)
     if out is not None:
         rows = [{**asdict(r), "ratio": r.ratio} for r in results]
-        out.write_text(json.dumps({"machine": {"before": before, "after": machine_line()}, "startup": start,
+        out.write_text(json.dumps({"machine": {"before": before, "after": machine_line(),
+                                               "vllm": vllm_mode_line() if "vllm" in backends else None},
+                                   "startup": start,
                                    "results": rows}, indent=2))
     return results
