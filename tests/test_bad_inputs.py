@@ -287,6 +287,15 @@ def _same_as_untagged(w: Workspace) -> None:
     np.testing.assert_allclose(np.asarray(got["reconstruction"].to_list()), want, rtol=1e-5, atol=1e-5)
 
 
+def _must_not_run(*args, **kwargs):
+    raise RuntimeError("timing started before the benchmark names were checked")
+
+
+def _nothing_timed(w: Workspace) -> None:
+    """An unknown benchmark name is refused before any benchmark runs or anything is written."""
+    assert not w.p("bench.json").exists()
+
+
 def _huge_row_decodes_like_its_direction(w: Workspace) -> None:
     """Row 0 is row 1 times 1e19 (finite in float32, squared norm is not): same decode."""
     got = pl.read_parquet(w.p("dec.parquet"))
@@ -459,6 +468,10 @@ CLI_CASES: list[Case] = [
     Case("ablate_spec_unknown_transform",
          lambda w: ["ablate", w.file("s.toml", w.spec().read_text() + 'transforms = [{ name = "no_such" }]\n'),
                     "--av", w.av(), "--ar", w.ar(), "--data", w.acts(), "--out", w.p("out")], ("no_such",)),
+    Case("bench_unknown_name", lambda w: ["bench", "--only", "grammar_throughput", "--only", "no_such_bench",
+                                          "--out", w.p("bench.json")],
+         ("no_such_bench", "valid benchmarks", "grammar_throughput"), check=_nothing_timed,
+         patch=("nla_probe.bench.startup:startup_times", _must_not_run)),
 ]
 
 

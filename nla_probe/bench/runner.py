@@ -79,6 +79,7 @@ def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 6
         av, ar = av or d_av, ar or d_ar
     ctx = BenchContext(av_dir=Path(av), ar_dir=Path(ar), n=n, device=device, backends=backends)
     names = list(only) if only else list(load_benchmarks())
+    fns = {name: get_benchmark(name) for name in names}  # unknown names fail before anything is timed
     results: list[BenchResult] = []
     console = Console()
     before = machine_line()
@@ -91,7 +92,7 @@ def run_benchmarks(*, av: Path | None = None, ar: Path | None = None, n: int = 6
         console.print(format_startup(start), markup=False)
     for name in names:  # each benchmark's rows are printed as soon as it ends
         console.print(f"[bold]{name}[/bold] ...")
-        rows = get_benchmark(name)(ctx)
+        rows = fns[name](ctx)
         results.extend(rows)
         for r in rows:
             console.print(format_result(r, escape))
