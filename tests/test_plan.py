@@ -294,7 +294,7 @@ def test_verbalize_refuses_before_loading(released, tmp_path, no_weights_loaded)
         _run("verbalize", "--av", released["llama3.3-70b"][0], "--data", data, "--out", tmp_path / "d.parquet",
              "--device", "cuda")
     # vLLM asked to leave no room for the prompt embeddings beside it: 80 GiB * (1 - 0.99) - 1 GiB context = -0.2 GiB
-    with pytest.raises(InputError, match=r"the AV prompt embeddings \(0.0 GiB on cuda beside vLLM's share\) do not "
+    with pytest.raises(InputError, match=r"the AV prompt embeddings \([0-9.]+ MiB on cuda beside vLLM's share\) do not "
                                          r"fit in the -0.2 GiB left next to vLLM's gpu_memory_utilization=0.99"):
         _run("verbalize", "--av", released["qwen2.5-7b"][0], "--data", data, "--out", tmp_path / "d.parquet",
              "--device", "cuda", "--backend", "vllm", "--backend-opt", "gpu_memory_utilization=0.99")
@@ -308,3 +308,12 @@ def test_ablate_refuses_before_loading(released, no_weights_loaded):
                                          r"but 1 GPU\(s\) are visible"):
         ablate("quote_ban", released["gemma3-27b"], data=None, device="cuda", backend="vllm",
                backend_options={"tensor_parallel_size": 2})
+
+
+def test_small_sizes_keep_their_digits():
+    """A toy component must not print as 0.00B parameters or 0.0 GiB."""
+    from nla_probe.nla.plan import count_text, gib_text
+
+    assert [count_text(n) for n in (7_615_616_512, 1_510_000, 12_345, 999)] == ["7.62B", "1.51M", "12.3K", "999"]
+    assert gib_text(3 * 2 ** 20) == "3.0 MiB" and gib_text(0) == "0.0 GiB" and gib_text(2.5 * 2 ** 30) == "2.5 GiB"
+    assert gib_text(0.1 * 2 ** 30) == "0.1 GiB"

@@ -17,12 +17,12 @@ def render(plan: Any, gpu_counts: list[int], gpu_mem_gib: float, utilization: fl
     lines = [f"memory plan ({w.dtype}; batch {w.batch_size}, AV prompt ~{w.prompt_tokens} + {w.max_new_tokens} "
              f"new tokens, AR ~{w.ar_tokens} tokens; GiB = 2^30 bytes; estimates from config.json)",
              f"  {'':4} {'params':>10} {'weights':>11} {'KV cache':>11} {'activations':>12} {'total':>11}"]
-    from nla_probe.nla.plan import GiB, best, gib_text
+    from nla_probe.nla.plan import GiB, best, count_text, gib_text
 
     for c, s in ((plan.av_mem, plan.av), (plan.ar_mem, plan.ar)):
         if c is None:
             continue
-        lines.append(f"  {c.name:4} {c.params / 1e9:9.2f}B {gib_text(c.weights):>11} {gib_text(c.kv_cache):>11} "
+        lines.append(f"  {c.name:4} {count_text(c.params):>10} {gib_text(c.weights):>11} {gib_text(c.kv_cache):>11} "
                      f"{gib_text(c.activations):>12} {gib_text(c.total):>11}   ({s.model_type}, {s.layers} blocks)")
     stage = "pair" if plan.av_mem and plan.ar_mem else ("av" if plan.av_mem else "ar")
     if stage == "pair":

@@ -246,8 +246,19 @@ class Option:
 
 
 def gib_text(x: float) -> str:
-    """``x`` bytes as GiB with one decimal."""
+    """``x`` bytes as GiB with one decimal; below 0.1 GiB (but above 0) as MiB, so that a small
+    component does not read as 0.0 GiB."""
+    if 0 < x < 0.1 * GiB:
+        return f"{x / 2 ** 20:.1f} MiB"
     return f"{x / GiB:.1f} GiB"
+
+
+def count_text(n: int) -> str:
+    """A parameter count with a unit: 7.62B, 1.31M, 12.3K."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}" if unit != "K" else f"{n / size:.1f}{unit}"
+    return str(n)
 
 
 def valid_tensor_parallel(s: Shape, t: int) -> bool:
