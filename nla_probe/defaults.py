@@ -71,6 +71,13 @@ def toy_family_of(checkpoint_dir: Path) -> str | None:
     return None
 
 
+def toy_denominator_for(checkpoint_dir: Path) -> tuple[float, str] | None:
+    """:func:`toy_denominator` of the toy family ``checkpoint_dir`` belongs to; None for any other
+    checkpoint.  The CLI's default denominator on the toy pair, however its paths were given."""
+    family = toy_family_of(checkpoint_dir)
+    return None if family is None else toy_denominator(family)
+
+
 def default_suite_paths() -> list[Path]:
     """The spec files of :data:`DEFAULT_SUITE`."""
     return [ABLATIONS_DIR / f"{name}.toml" for name in DEFAULT_SUITE]

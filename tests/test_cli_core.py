@@ -76,32 +76,39 @@ def test_verbalize_then_reconstruct_end_to_end(fixture_pairs, tmp_path, arch):
 
 
 
-def test_reconstruct_default_denominator_is_the_toy_constant_only_for_the_toy_ar(tmp_path):
-    """With the embedded toy AR the default FVE denominator is its training constant (what
-    ``ablate`` uses); with a copy of it elsewhere, Var(v_nrm) of the rows given. Both are checked
-    against 1 - mse_nrm / B computed here, and the printed line names the source."""
+def test_default_denominator_is_the_toy_constant_only_for_the_toy_pair(tmp_path):
+    """On the embedded toy pair (its paths given explicitly) ``reconstruct`` and ``ablate`` default to
+    the toy's training constant; with a copy of the AR elsewhere ``reconstruct`` uses Var(v_nrm) of
+    the rows given, computed here by hand (rows scaled to norm sqrt(d), mean squared deviation from
+    the mean row). Checked against 1 - mse_nrm / B and the printed source."""
     import shutil
 
     from nla_probe import defaults
-    from nla_probe.analysis.metrics import variance_baseline
 
     if not defaults.toy_pair_present():
         pytest.skip("toy pair not built")
     data = tmp_path / "e6.parquet"
     pl.read_parquet(defaults.toy_eval_path()).head(6).write_parquet(data)
-    gold = np.array(pl.read_parquet(data)["activation_vector"].to_list())
-    toy_ar = defaults.toy_pair_dirs()[1]
+    gold = np.array(pl.read_parquet(data)["activation_vector"].to_list(), dtype=np.float64)
+    vn = gold / np.linalg.norm(gold, axis=1, keepdims=True) * np.sqrt(gold.shape[1])
+    rows_b = float(((vn - vn.mean(axis=0)) ** 2).mean())
+    toy_av, toy_ar = defaults.toy_pair_dirs()
+    toy_b = json.loads((defaults.TOY_DIR / defaults.TOY_FAMILY / "metrics.json").read_text())["denominator"]
+    assert abs(toy_b - rows_b) > 1e-3  # the two defaults differ on this subset
     copy = tmp_path / "ar_copy"
     shutil.copytree(toy_ar, copy)
-    assert defaults.toy_family_of(toy_ar) == defaults.TOY_FAMILY and defaults.toy_family_of(copy) is None
-    toy_b = defaults.toy_denominator()[0]
-    for ar, b, source in ((toy_ar, toy_b, "training activations"), (copy, variance_baseline(gold), "6 rows of --data")):
+    for ar, b, source in ((toy_ar, toy_b, "training activations"), (copy, rows_b, "6 rows of --data")):
         r = _run("reconstruct", "--ar", ar, "--texts", data, "--data", data, "--out", tmp_path / "r.parquet")
         assert r.exit_code == 0, r.output
         assert source in r.output
         rec = pl.read_parquet(tmp_path / "r.parquet")
         np.testing.assert_allclose(rec["fve_nrm"].to_numpy(), 1 - rec["mse_nrm"].to_numpy() / b, rtol=1e-6)
-    assert abs(toy_b - variance_baseline(gold)) > 1e-3  # the two defaults differ on this subset
+    r = _run("ablate", defaults.ABLATIONS_DIR / "quote_surgery.toml", "--av", toy_av, "--ar", toy_ar,
+             "--data", data, "--limit", 2, "--out", tmp_path / "run", "--no-report")
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "run" / "results" / "info.json").read_text())
+    assert info["denominators"]["quote_surgery"]["value"] == toy_b
+
 
 def test_extract_cli(fixture_pairs, tmp_path):
     texts = tmp_path / "docs.jsonl"

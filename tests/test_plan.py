@@ -314,6 +314,6 @@ def test_small_sizes_keep_their_digits():
     """A toy component must not print as 0.00B parameters or 0.0 GiB."""
     from nla_probe.nla.plan import count_text, gib_text
 
-    assert [count_text(n) for n in (7_615_616_512, 1_510_000, 12_345, 999)] == ["7.62B", "1.51M", "12.3K", "999"]
+    assert [count_text(n) for n in (7_615_616_512, 1_510_000, 12_345, 999)] == ["7.62B", "1.51M", "12.35K", "999"]
     assert gib_text(3 * 2 ** 20) == "3.0 MiB" and gib_text(0) == "0.0 GiB" and gib_text(2.5 * 2 ** 30) == "2.5 GiB"
     assert gib_text(0.1 * 2 ** 30) == "0.1 GiB"

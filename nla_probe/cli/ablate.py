@@ -24,7 +24,8 @@ def _backend_options(items: Optional[list[str]]) -> dict:
     return out
 
 
-def _denominator(value: Optional[str]):
+def parse_denominator(value: Optional[str]) -> float | str | None:
+    """``--denominator``: a number, else a registered name (resolved and checked by the metrics)."""
     if value is None:
         return None
     try:
@@ -67,7 +68,8 @@ def ablate(
     shard: Annotated[Optional[str], typer.Option(help="Run shard i of n ('i/n'; whole documents per shard).")] = None,
     batch_size: Annotated[int, typer.Option(help="Activations per chunk (generation/AR batch, resume unit).")] = 32,
     denominator: Annotated[Optional[str], typer.Option(
-        help="FVE denominator for every spec: a number or a registered name (default: the spec's).")] = None,
+        help="FVE denominator for every spec: a number or a registered name (default: the toy's training "
+             "constant on an embedded toy pair, else the spec's).")] = None,
     backend_opt: Annotated[Optional[list[str]], typer.Option(
         help="Backend option KEY=VALUE (repeatable), e.g. tensor_parallel_size=4 for vllm.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch CPU threads (>= 1).",
@@ -91,19 +93,19 @@ def ablate(
     from nla_probe.ablate.spec import load_spec
 
     loaded = [load_spec(s) for s in spec_args]  # validate every spec before any work
-    denom = _denominator(denominator)
+    denom = parse_denominator(denominator)
     if av is None:
         if not defaults.toy_pair_present():
             raise InputError(f"the toy pair is not built ({defaults.TOY_DIR / defaults.TOY_FAMILY}); build it with "
                              "`nla-probe toy build` or pass --av, --ar and --data")
         pair = defaults.toy_pair_dirs()
         data = data if data is not None else defaults.toy_eval_path()
-        if denom is None:
-            denom = defaults.toy_denominator()
     else:
         pair = (av, ar)
         if data is None:
             raise InputError("--data: an activation parquet is required with --av/--ar")
+    if denom is None:
+        denom = defaults.toy_denominator_for(pair[1])
     if threads is not None:
         import torch
 

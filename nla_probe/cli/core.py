@@ -237,7 +237,7 @@ def reconstruct(
     data: Annotated[Optional[Path], typer.Option(help="Activation parquet with the gold vectors, one per text in the same order, to score against.")] = None,
     column: Annotated[str, typer.Option(help="Text column to read.")] = "explanation",
     keep_tags: Annotated[bool, typer.Option("--keep-tags", help="Score texts as given. By default a text holding a complete <explanation>...</explanation> pair is scored as the text inside the first pair (what the AR was trained on; raw AV decodes hold the tags), and a text with a tag but no complete pair is refused.")] = False,
-    denominator: Annotated[Optional[str], typer.Option(help="FVE denominator: a number or a registered name. Default: for an embedded toy AR, the toy's training constant (as `ablate` uses); otherwise Var(v_nrm) of the rows of --data (a subset gives its own variance; pass the training constant to compare with reported numbers).")] = None,
+    denominator: Annotated[Optional[str], typer.Option(help="FVE denominator: a number or a registered name. Default: for an embedded toy AR, the toy's training constant (as `ablate` on the toy pair); otherwise Var(v_nrm) of the rows of --data (a subset gives its own variance; pass the training constant to compare with reported numbers).")] = None,
     on_overflow: Annotated[str, typer.Option(
         help="Texts longer than the AR context: truncate (cut the text's tail; the same default as ablation "
              "specs, so rescoring a run's texts reproduces its numbers), error (refuse the file) or nan "
@@ -256,7 +256,8 @@ def reconstruct(
     import polars as pl
 
     from nla_probe.analysis.metrics import cosine, fve_nrm, mse_nrm, variance_baseline
-    from nla_probe.defaults import toy_denominator, toy_family_of
+    from nla_probe.cli.ablate import parse_denominator
+    from nla_probe.defaults import toy_denominator_for
     from nla_probe.errors import InputError
     from nla_probe.nla.checkpoint import check_device, load_ar
     from nla_probe.nla.extraction import read_activations
@@ -309,16 +310,13 @@ def reconstruct(
         typer.echo(f"stripped {OPEN_TAG} tags from {len(stripped)} of {len(items)} texts (the AR reads the text "
                    "inside them; --keep-tags to score texts as given)")
     if gold is not None:
-        toy = toy_denominator(family) if denominator is None and (family := toy_family_of(ar)) else None
-        if toy is not None:
+        toy = None if denominator is not None else toy_denominator_for(ar)
+        if denominator is not None:
+            denom, denom_source = parse_denominator(denominator), "--denominator"
+        elif toy is not None:
             denom, denom_source = toy
-        elif denominator is None:
-            denom, denom_source = variance_baseline(gold), f"Var(v_nrm) of the {len(gold)} rows of --data"
         else:
-            try:
-                denom, denom_source = float(denominator), "--denominator"
-            except ValueError:
-                denom, denom_source = denominator, "--denominator"
+            denom, denom_source = variance_baseline(gold), f"Var(v_nrm) of the {len(gold)} rows of --data"
         mse = mse_nrm(rec.vectors, gold, r.contract.mse_scale)
         result = result.with_columns(pl.Series("mse_nrm", mse), pl.Series("cos", cosine(rec.vectors, gold)),
                                      pl.Series("fve_nrm", fve_nrm(mse, denom)))

@@ -254,10 +254,10 @@ def gib_text(x: float) -> str:
 
 
 def count_text(n: int) -> str:
-    """A parameter count with a unit: 7.62B, 1.31M, 12.3K."""
+    """A parameter count with a unit and two decimals: 7.62B, 1.31M, 12.35K."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
-            return f"{n / size:.2f}{unit}" if unit != "K" else f"{n / size:.1f}{unit}"
+            return f"{n / size:.2f}{unit}"
     return str(n)
 
 
